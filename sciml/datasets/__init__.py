@@ -1,0 +1,1 @@
+"""PDE dataset generators and the dataset file format."""
