@@ -1,0 +1,48 @@
+"""Small helpers shared by the command modules (parsing KEY=VALUE options, printing tables)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from ..errors import ConfigError
+
+
+def parse_assignments(items: Iterable[str] | None, what: str = "--set") -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` strings; values are read as YAML scalars/lists (``modes=[12,12]``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{what} expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{what} {item!r}: cannot parse the value {value!r}") from None
+    return out
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    """Print a table with rich (to stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for h in headers:
+        t.add_column(str(h), justify="right" if h not in ("method", "dataset", "model", "name") else "left")
+    for row in rows:
+        t.add_row(*[fmt(v) for v in row])
+    Console().print(t)
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        if v == 0 or 1e-3 <= abs(v) < 1e5:
+            return f"{v:.4g}"
+        return f"{v:.3e}"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return str(v)

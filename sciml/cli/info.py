@@ -1,0 +1,24 @@
+"""``sciml info``: summarise a dataset file or a training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def info(path: Annotated[Path, typer.Argument(help="A dataset file (.h5) or a run directory.")]) -> None:
+    """Print shapes, value ranges, generator parameters and solver residuals (or a run's summary)."""
+    if path.is_dir():
+        from ..training import load_run_summary
+
+        print(load_run_summary(path))
+        return
+    from .. import datasets
+
+    print(datasets.format_summary(datasets.summary(path)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info", no_args_is_help=True)(info)

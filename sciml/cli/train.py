@@ -1,0 +1,66 @@
+"""``sciml train``: fit a model (or a preset) to a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import parse_assignments
+
+
+def train(
+    model: Annotated[Optional[str], typer.Argument(help="Model or preset name (see `sciml models`).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Training dataset (.h5).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file of training options; flags override it.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory.")] = None,
+    test_data: Annotated[Optional[Path], typer.Option(help="Test dataset, evaluated every epoch for the loss curve.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    n_train: Annotated[Optional[int], typer.Option(help="Use the first N samples of --data.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Model config KEY=VALUE (repeatable), e.g. --set width=64 --set modes=[16,16].")
+    ] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="Training option KEY=VALUE (repeatable).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train with the relative L2 loss, fitted normalisers, Adam and a scheduler; writes a run directory."""
+    from .. import training
+    from ..config import load_yaml
+    from ..errors import ConfigError
+
+    options = load_yaml(config) if config else {}
+    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": n_train, "device": device, "seed": seed}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    options.update(parse_assignments(option, "--option"))
+    model_cfg = parse_assignments(set_, "--set")
+    if model_cfg:
+        options["model_config"] = {**options.get("model_config", {}), **model_cfg}
+    if not progress:
+        options["progress"] = False
+    if resume is not None:
+        result = training.resume(resume, data=data, test_data=test_data, **options)
+    else:
+        model = model or options.pop("model", None)
+        if model is None:
+            raise ConfigError("name a model or preset (see `sciml models`), e.g. `sciml train fno --data train.h5 --out runs/x`")
+        options.pop("model", None)
+        if data is None:
+            data = options.pop("data", None)
+            if data is None:
+                raise ConfigError("--data is required: the training dataset (.h5)")
+        options.pop("data", None)
+        if out is None:
+            raise ConfigError("--out is required: the run directory to create, e.g. --out runs/x")
+        result = training.train(model, data=data, out=out, test_data=test_data, **options)
+    print(f"run {result['run_dir']}: {result['epochs']} epochs, final train loss {result['train_loss']:.4g}"
+          + (f", test rel. L2 {result['test_loss']:.4g}" if result.get("test_loss") is not None else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", no_args_is_help=True)(train)

@@ -1,0 +1,32 @@
+"""Shared fixtures: small datasets made once per session, a private HOME, fixed threads."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_home(tmp_path_factory):
+    # packages that write config into HOME (deepxde, dask-jobqueue) must not touch the user's
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)
+    yield
+    if old is not None:
+        os.environ["HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def darcy16(tmp_path_factory):
+    """24 Darcy samples at 16x16 (train file) and 8 more with another seed (test file)."""
+    from sciml import datasets
+
+    d = tmp_path_factory.mktemp("darcy16")
+    train = datasets.generate("darcy", n=24, resolution=16, seed=0, out=d / "train.h5", progress=False)
+    test = datasets.generate("darcy", n=8, resolution=16, seed=1, out=d / "test.h5", progress=False)
+    return train, test

@@ -1,0 +1,155 @@
+"""The command line: help, version, the dataset contract, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sciml import __version__
+from sciml.cli.app import main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 1, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one error line, got:\n{err}"
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def test_help_lists_every_command(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0
+    for cmd in ("generate", "train", "evaluate", "solve", "run", "info", "plot", "models"):
+        assert cmd in out
+
+
+def test_version_is_printed(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.strip() == f"sciml {__version__}"
+
+
+def test_generate_writes_the_design_dataset_contract(tmp_path, capsys):
+    import xarray as xr
+
+    path = tmp_path / "d.h5"
+    code, out, err = run_cli(["generate", "darcy", "--n", 4, "--resolution", 32, "--seed", 0, "--out", path,
+                              "--no-progress"], capsys)
+    assert code == 0, err
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        assert set(ds.data_vars) >= {"a", "u"}
+        assert ds["a"].dims == ("sample", "x", "y") and ds["u"].dims == ("sample", "x", "y")
+        assert ds["a"].shape == (4, 32, 32)
+        assert "x" in ds.coords and "y" in ds.coords
+        for key in ("pde", "inputs", "outputs", "params", "seed", "sciml_format"):
+            assert key in ds.attrs
+        assert ds.attrs["pde"] == "darcy" and int(ds.attrs["seed"]) == 0
+        params = json.loads(ds.attrs["params"])
+        assert params["tau"] == 3 and params["alpha"] == 2
+        assert set(np.unique(ds["a"].values)) <= {params["low"], params["high"]}
+    code, out, err = run_cli(["info", path], capsys)
+    assert code == 0, err
+    assert "darcy" in out and "residual" in out.lower() and "(4, 32, 32)" in out.replace("4 x 32 x 32", "(4, 32, 32)")
+
+
+def test_unknown_pde_lists_valid_names(tmp_path, capsys):
+    code, _, err = run_cli(["generate", "darcyy", "--n", 2, "--out", tmp_path / "x.h5"], capsys)
+    assert_one_line_error(code, err, "darcyy", "darcy", "poisson")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_unknown_generator_parameter_is_named(tmp_path, capsys):
+    code, _, err = run_cli(["generate", "darcy", "--n", 2, "-s", 16, "-p", "tua=3", "--out", tmp_path / "x.h5"], capsys)
+    assert_one_line_error(code, err, "tua", "tau")
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
+    path = tmp_path / "keep.h5"
+    path.write_bytes(b"precious")
+    code, _, err = run_cli(["generate", "darcy", "--n", 2, "-s", 16, "--out", path], capsys)
+    assert_one_line_error(code, err, "exists", "--overwrite")
+    assert path.read_bytes() == b"precious"
+
+
+def test_unknown_model_lists_valid_names(darcy16, tmp_path, capsys):
+    train, _ = darcy16
+    code, _, err = run_cli(["train", "fnoo", "--data", train, "--out", tmp_path / "r"], capsys)
+    assert_one_line_error(code, err, "fnoo", "fno", "deeponet")
+
+
+def test_missing_data_file(tmp_path, capsys):
+    code, _, err = run_cli(["train", "fno", "--data", tmp_path / "nope.h5", "--out", tmp_path / "r"], capsys)
+    assert_one_line_error(code, err, "nope.h5", "not found")
+
+
+def test_corrupt_data_file(tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    code, _, err = run_cli(["info", bad], capsys)
+    assert_one_line_error(code, err, "bad.h5")
+    code, _, err = run_cli(["train", "fno", "--data", bad, "--out", tmp_path / "r"], capsys)
+    assert_one_line_error(code, err, "bad.h5")
+
+
+def test_truncated_data_file(darcy16, tmp_path, capsys):
+    train, _ = darcy16
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(train.read_bytes()[: train.stat().st_size // 2])
+    code, _, err = run_cli(["info", cut], capsys)
+    assert_one_line_error(code, err, "cut.h5")
+
+
+def test_config_typo_is_named(darcy16, tmp_path, capsys):
+    train, _ = darcy16
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 1\nbatch_sise: 4\n")
+    code, _, err = run_cli(["train", "fno", "--data", train, "--out", tmp_path / "r", "--config", cfg], capsys)
+    assert_one_line_error(code, err, "batch_sise", "batch_size")
+
+
+def test_resolution_too_small_for_modes(darcy16, tmp_path, capsys):
+    train, _ = darcy16  # 16 x 16 grid
+    code, _, err = run_cli(["train", "fno", "--data", train, "--out", tmp_path / "r", "--epochs", 1,
+                            "--set", "modes=[12,12]", "--no-progress"], capsys)
+    assert_one_line_error(code, err, "modes")
+
+
+def test_model_dataset_mismatch(darcy16, tmp_path, capsys):
+    train, _ = darcy16
+    run = tmp_path / "r"
+    code, _, err = run_cli(["train", "fno", "--data", train, "--out", run, "--epochs", 1, "--set", "modes=[4,4]",
+                            "--set", "width=8", "--no-progress"], capsys)
+    assert code == 0, err
+    poisson = tmp_path / "p.h5"
+    code, _, err = run_cli(["generate", "poisson", "--n", 2, "-s", 16, "--out", poisson, "--no-progress"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["evaluate", run, "--data", poisson], capsys)
+    assert_one_line_error(code, err, "darcy", "poisson")
+
+
+def test_models_lists_registry(capsys):
+    code, out, _ = run_cli(["models"], capsys)
+    assert code == 0
+    assert "fno" in out and "deeponet" in out and "fno-darcy-paper" in out
+
+
+def test_solve_agrees_across_methods(capsys):
+    code, out, err = run_cli(["solve", "poisson", "-s", 24, "--method", "direct,cg,pcg-amg", "--tol", "1e-8"], capsys)
+    assert code == 0, err
+    assert "direct" in out and "pcg-amg" in out
+
+
+def test_unknown_solve_method_lists_valid_names(capsys):
+    code, _, err = run_cli(["solve", "poisson", "-s", 16, "--method", "magic"], capsys)
+    assert_one_line_error(code, err, "magic", "pcg-amg")
