@@ -31,6 +31,10 @@ FORMAT_VERSION = 1
 REQUIRED_ATTRS = ("sciml_format", "pde", "inputs", "outputs", "params", "seed", "grid")
 
 
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def partial_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".partial")
@@ -72,8 +76,9 @@ class DatasetWriter:
         attrs["params"] = json.dumps(attrs.get("params", {}), sort_keys=True)
         if resume and self.tmp.exists():
             self._f = h5netcdf.File(self.tmp, "a")
-            old = {k: self._f.attrs.get(k) for k in ("params", "seed", "pde")}
-            new = {k: attrs.get(k) for k in ("params", "seed", "pde")}
+            # HDF5 hands attributes back as numpy scalars (seed 2 -> np.int64(2)); compare plain values
+            old = {k: _plain(self._f.attrs.get(k)) for k in ("params", "seed", "pde")}
+            new = {k: _plain(attrs.get(k)) for k in ("params", "seed", "pde")}
             if json.dumps(old, default=str, sort_keys=True) != json.dumps(new, default=str, sort_keys=True):
                 self._f.close()
                 raise DataError(
@@ -102,6 +107,10 @@ class DatasetWriter:
     def done(self) -> np.ndarray:
         """Boolean mask of finished samples."""
         return np.asarray(self._f.variables["done"][:], dtype=bool)
+
+    def residuals(self) -> np.ndarray:
+        """Achieved relative residual of every sample (NaN where not done)."""
+        return np.asarray(self._f.variables["residual"][:], dtype=np.float64)
 
     def write(self, i: int, residual: float = float("nan"), **arrays: np.ndarray) -> None:
         """Store sample ``i`` (all its variables) and mark it done."""

@@ -1,5 +1,32 @@
-"""Neural operators: a registry of models, each with a frozen config dataclass."""
+"""Neural operators: a registry of models, each with a frozen config dataclass, and named presets.
 
-from .base import Operator, available, create, get, register
+``available()`` lists the models, ``presets.presets()`` the presets; ``create(name, **config)``
+builds either. Model modules (and DeepXDE) are imported on first use.
+"""
 
-__all__ = ["Operator", "available", "create", "get", "register"]
+from . import presets
+from .adapters import PointsOnGrid, as_grid_model
+from .base import (
+    Operator,
+    available,
+    create,
+    get,
+    load_safetensors_state,
+    register,
+    save_safetensors_state,
+    state_to_safetensors,
+)
+
+__all__ = [
+    "Operator",
+    "PointsOnGrid",
+    "as_grid_model",
+    "available",
+    "create",
+    "get",
+    "load_safetensors_state",
+    "presets",
+    "register",
+    "save_safetensors_state",
+    "state_to_safetensors",
+]

@@ -1,0 +1,68 @@
+"""Gaussian random fields with a zero-Neumann cosine (Karhunen-Loeve) basis.
+
+``g ~ N(0, tau^(2 alpha - 2) (-Laplace + tau^2)^(-alpha))`` on ``[0, 1]^d`` with the Laplacian
+under zero-Neumann conditions, sampled as in the FNO data generator ``GRF.m``
+(``neuraloperator/neuraloperator:data_generation/darcy/GRF.m``): the cosine coefficient of
+wave vector ``k`` is ``sqrt(N) tau^(alpha-1) (pi^2 |k|^2 + tau^2)^(-alpha/2) xi_k`` with
+``xi_k ~ N(0, 1)`` and ``N`` grid points (``sqrt(N) = s`` in 2-D, GRF.m's factor), the
+constant mode is zero, and the field is the inverse orthonormal DCT-II of the coefficients.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import scipy.fft
+
+from ..errors import ConfigError
+
+
+def grf_amplitudes(shape: Sequence[int], alpha: float, tau: float) -> np.ndarray:
+    """Standard deviation of each orthonormal DCT coefficient of the field.
+
+    ``c_k = sqrt(N) tau^(alpha-1) (pi^2 |k|^2 + tau^2)^(-alpha/2)``, ``c_0 = 0``, for
+    ``k`` in ``{0..s_0-1} x {0..s_1-1} x ...``; ``N = prod(shape)``.
+
+    Returns
+    -------
+    array of ``shape``.
+    """
+    shape = tuple(int(s) for s in shape)
+    if not shape or min(shape) < 1:
+        raise ConfigError(f"a random field needs a non-empty grid shape, got {shape}")
+    if not tau > 0 or not alpha > 0:
+        raise ConfigError(f"random field needs tau > 0 and alpha > 0, got tau={tau}, alpha={alpha}")
+    k2 = sum(np.meshgrid(*[np.arange(s, dtype=np.float64) ** 2 for s in shape], indexing="ij"))
+    amp = np.sqrt(np.prod(shape)) * tau ** (alpha - 1) * (np.pi**2 * k2 + tau**2) ** (-alpha / 2)
+    amp[(0,) * len(shape)] = 0.0
+    return amp
+
+
+def neumann_grf(rng: np.random.Generator, shape: Sequence[int], alpha: float = 2.0, tau: float = 3.0) -> np.ndarray:
+    """One sample of the zero-Neumann Gaussian random field on a grid of ``shape``.
+
+    Draws ``xi = rng.standard_normal(shape)`` (exactly one draw of that size) and returns
+    ``idctn(grf_amplitudes * xi, type=2, norm="ortho")``, float64 of ``shape``.
+    """
+    amp = grf_amplitudes(shape, alpha, tau)
+    xi = rng.standard_normal(amp.shape)
+    return scipy.fft.idctn(amp * xi, type=2, norm="ortho")
+
+
+def grf_variance(shape: Sequence[int], alpha: float = 2.0, tau: float = 3.0) -> np.ndarray:
+    """Exact pointwise variance of :func:`neumann_grf` on its grid.
+
+    ``Var g(x_i) = sum_k c_k^2 prod_d D_d[i_d, k_d]^2`` with ``D_d`` the orthonormal
+    inverse DCT-II matrix along axis ``d``; returns an array of ``shape``.
+    """
+    var = grf_amplitudes(shape, alpha, tau) ** 2
+    for d, s in enumerate(var.shape):
+        basis = scipy.fft.idct(np.eye(s), type=2, norm="ortho", axis=0)  # column k = mode k
+        var = np.moveaxis(np.tensordot(basis**2, var, axes=([1], [d])), 0, d)
+    return var
+
+
+def threshold(field: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Two-valued pushforward ``psi(g) = high`` where ``g >= 0`` and ``low`` where ``g < 0``."""
+    return np.where(field >= 0, high, low)

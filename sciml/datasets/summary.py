@@ -1,0 +1,118 @@
+"""What is in a dataset file: sizes, value ranges, provenance and solve quality (``sciml info``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .format import attrs_json, open_dataset
+
+_BLOCK_VALUES = 4_000_000  # values read at a time, so memory stays flat for large files
+
+
+def _stats(var) -> dict[str, float]:
+    """min / max / mean of a (sample, ...) variable, read a block of samples at a time."""
+    n = var.sizes["sample"]
+    per_sample = max(1, int(np.prod([s for d, s in var.sizes.items() if d != "sample"])))
+    step = max(1, _BLOCK_VALUES // per_sample)
+    lo, hi, total, count = np.inf, -np.inf, 0.0, 0
+    for start in range(0, n, step):
+        block = np.asarray(var.isel(sample=slice(start, start + step)).values, dtype=np.float64)
+        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+        total += float(block.sum())
+        count += block.size
+    return {"min": lo, "max": hi, "mean": total / max(count, 1)}
+
+
+def _seed(value: Any) -> Any:
+    # imported files may record a seed that is not an integer (or none at all)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def summary(path: str | Path) -> dict[str, Any]:
+    """Describe a dataset file.
+
+    Returns
+    -------
+    dict with ``path``, ``pde``, ``n`` (samples), ``inputs``, ``outputs``, ``variables``
+    (per variable: ``dims``, ``shape``, ``dtype``, ``min``, ``max``, ``mean``), ``coords``
+    (per axis: ``size``, ``min``, ``max``), ``params``, ``seed``, ``grid``, ``solver``
+    (name, tol, method, max_residual as stored), ``residual`` (``max`` and ``median`` of the
+    per-sample achieved relative residuals), ``sciml_version`` and ``created``.
+    """
+    ds = open_dataset(path)
+    try:
+        names = str(ds.attrs["inputs"]).split() + str(ds.attrs["outputs"]).split()
+        variables = {}
+        for v in names:
+            var = ds[v]
+            variables[v] = {"dims": list(var.dims), "shape": list(var.shape), "dtype": str(var.dtype), **_stats(var)}
+        coords = {
+            c: {"size": int(ds[c].size), "min": float(ds[c].min()), "max": float(ds[c].max())}
+            for c in ds.coords if ds[c].ndim == 1
+        }
+        residual = None
+        if "residual" in ds:
+            r = np.asarray(ds["residual"].values, dtype=np.float64)
+            r = r[np.isfinite(r)]
+            if r.size:
+                residual = {"max": float(r.max()), "median": float(np.median(r))}
+        return {
+            "path": str(path),
+            "pde": str(ds.attrs["pde"]),
+            "n": int(ds.sizes["sample"]),
+            "inputs": str(ds.attrs["inputs"]).split(),
+            "outputs": str(ds.attrs["outputs"]).split(),
+            "variables": variables,
+            "coords": coords,
+            "params": attrs_json(ds, "params"),
+            "seed": _seed(ds.attrs["seed"]),
+            "grid": str(ds.attrs["grid"]),
+            "solver": attrs_json(ds, "solver"),
+            "residual": residual,
+            "sciml_version": str(ds.attrs.get("sciml_version", "")),
+            "created": str(ds.attrs.get("created", "")),
+        }
+    finally:
+        ds.close()
+
+
+def _num(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def format_summary(info: dict[str, Any]) -> str:
+    """Plain multi-line text of a :func:`summary` dict."""
+    lines = [
+        f"{info['path']}",
+        f"  pde       {info['pde']}   samples {info['n']}   seed {info['seed']}",
+        f"  grid      {info['grid']}",
+    ]
+    if info.get("coords"):
+        axes = ", ".join(f"{c}: {d['size']} in [{_num(d['min'])}, {_num(d['max'])}]" for c, d in info["coords"].items())
+        lines.append(f"  coords    {axes}")
+    lines.append("  variables")
+    for name, v in info["variables"].items():
+        role = "input " if name in info["inputs"] else "output"
+        shape = " x ".join(f"{d}={s}" for d, s in zip(v["dims"], v["shape"]))
+        lines.append(
+            f"    {name:<4} {role}  ({shape}) {v['dtype']}  min {_num(v['min'])}  max {_num(v['max'])}  mean {_num(v['mean'])}"
+        )
+    solver = info.get("solver") or {}
+    if isinstance(solver, dict) and solver:
+        parts = [f"{k} {_num(solver[k])}" for k in ("name", "method", "tol") if solver.get(k) is not None]
+        lines.append(f"  solver    {'   '.join(parts)}")
+    if info.get("residual"):
+        r = info["residual"]
+        lines.append(f"  residual  max {r['max']:.3g}   median {r['median']:.3g}  (||b - A u|| / ||b|| per sample)")
+    params = info.get("params")
+    if isinstance(params, dict):
+        lines.append("  params    " + ", ".join(f"{k}={_num(v)}" for k, v in params.items()))
+    if info.get("created"):
+        lines.append(f"  written   {info['created']} by sciml {info.get('sciml_version', '')}")
+    return "\n".join(lines)

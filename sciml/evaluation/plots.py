@@ -1,0 +1,148 @@
+"""Figures: predicted samples against the truth, loss curves, dataset samples.
+
+Drawn on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no global backend
+change), written atomically as PNG.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import CheckpointError
+from ..io import atomic_path
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path, dpi: int = 100) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def _numpy(a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def _field(a: np.ndarray) -> np.ndarray:
+    """First channel of one sample ``(C, *S)``: 1-D or 2-D (the middle slice of a 3-D field)."""
+    f = a[0]
+    while f.ndim > 2:
+        f = f[..., f.shape[-1] // 2]
+    return f
+
+
+def _show(fig, ax, f: np.ndarray, title: str, vmin=None, vmax=None, cmap="viridis") -> None:
+    ax.set_title(title, fontsize=9)
+    if f.ndim == 1:
+        ax.plot(np.linspace(0, 1, f.size), f, lw=1)
+        return
+    im = ax.imshow(f.T, origin="lower", extent=(0, 1, 0, 1), vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(im, ax=ax, shrink=0.85)
+
+
+def plot_samples(inputs, truth, pred, path: str | Path, n: int = 3,
+                 names: Sequence[str] = ("input", "truth", "prediction", "|error|")) -> Path:
+    """One row per sample: input, truth, prediction (same colour scale) and ``|pred - truth|``.
+
+    ``inputs`` ``(B, C_in, *S)``, ``truth`` and ``pred`` ``(B, C_out, *S)``, tensors or arrays;
+    the first channel of each is shown (the middle slice for 3-D fields).
+    """
+    x, y, p = _numpy(inputs), _numpy(truth), _numpy(pred)
+    n = max(1, min(int(n), x.shape[0]))
+    fig = _figure(12, 2.8 * n)
+    axes = fig.subplots(n, 4, squeeze=False)
+    for i in range(n):
+        fx, fy, fp = _field(x[i]), _field(y[i]), _field(p[i])
+        lo, hi = min(fy.min(), fp.min()), max(fy.max(), fp.max())
+        _show(fig, axes[i, 0], fx, f"{names[0]} {i}")
+        if fy.ndim == 1:
+            _show(fig, axes[i, 1], fy, names[1])
+            axes[i, 2].plot(np.linspace(0, 1, fy.size), fy, lw=1, label="truth")
+            axes[i, 2].plot(np.linspace(0, 1, fp.size), fp, lw=1, ls="--", label="prediction")
+            axes[i, 2].set_title(names[2], fontsize=9)
+            axes[i, 2].legend(fontsize=7)
+        else:
+            _show(fig, axes[i, 1], fy, names[1], lo, hi)
+            _show(fig, axes[i, 2], fp, names[2], lo, hi)
+        _show(fig, axes[i, 3], np.abs(fp - fy), names[3], cmap="magma")
+    return _save(fig, path)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of ``RUN/metrics.jsonl`` (one per epoch)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found; it is written while `sciml train` runs, train the model first")
+    rows = []
+    for k, line in enumerate(path.read_text().splitlines()):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise CheckpointError(f"{path} line {k + 1} is not JSON; the run is damaged") from None
+    if not rows:
+        raise CheckpointError(f"{path} is empty; train at least one epoch")
+    return rows
+
+
+def _loss_name(run_dir: str | Path) -> str:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+        return {"rel_l2": "relative L2", "mse": "MSE"}.get(cfg.get("loss"), str(cfg.get("loss", "")))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "training loss"
+
+
+def plot_loss(run_dir: str | Path, path: str | Path) -> Path:
+    """Training (and validation/test) loss per epoch on a log scale, from ``RUN/metrics.jsonl``."""
+    rows = read_metrics(run_dir)
+    epochs = [r["epoch"] for r in rows]
+    fig = _figure(6, 4)
+    ax = fig.subplots()
+    for key, label in (("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test")):
+        vals = [r.get(key) for r in rows]
+        if any(v is not None for v in vals):
+            ax.plot(epochs, [np.nan if v is None else v for v in vals], label=label, lw=1.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"loss ({_loss_name(run_dir)})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(f"loss curve of {Path(run_dir).name}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_dataset(path: str | Path, out: str | Path, n: int = 3) -> Path:
+    """Input and output fields of the first ``n`` samples of a dataset file."""
+    from ..training.data import load_grid_data
+
+    data = load_grid_data(path, n=max(1, int(n)), clip=True)
+    n = len(data)
+    sig = data.signature
+    names = [f"{v}" for v in sig.inputs[:1]] + [f"{v}" for v in sig.outputs[:1]]
+    fig = _figure(6, 2.8 * n)
+    axes = fig.subplots(n, 2, squeeze=False)
+    for i in range(n):
+        _show(fig, axes[i, 0], _field(_numpy(data.x[i])), f"{names[0]} (sample {i})")
+        _show(fig, axes[i, 1], _field(_numpy(data.y[i])), f"{names[1]} (sample {i})")
+    fig.suptitle(f"{sig.pde}: {Path(path).name}", fontsize=10)
+    return _save(fig, out)

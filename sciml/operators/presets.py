@@ -1,0 +1,64 @@
+"""Named presets: a model name plus a config, kept apart from the architectures.
+
+A preset that a published number was measured with is frozen: change it only by adding a new
+name (``tests/test_operators.py`` pins the paper presets). ``create(preset, **overrides)`` in
+:mod:`sciml.operators` builds one with keywords on top.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..errors import UnknownNameError
+
+_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # Li et al. 2021, Darcy s=85 (fourier_2d.py): modes 12, width 32, 4 layers, projection 128.
+    "fno-darcy-paper": (
+        "fno",
+        {"in_channels": 1, "out_channels": 1, "modes": (12, 12), "width": 32, "n_layers": 4, "projection": 128,
+         "add_grid": True, "padding": 0, "activation": "gelu"},
+    ),
+    # the current fourier_2d.py: the same network with 9 points of domain padding (non-periodic u)
+    "fno-darcy-padded": (
+        "fno",
+        {"in_channels": 1, "out_channels": 1, "modes": (12, 12), "width": 32, "n_layers": 4, "projection": 128,
+         "add_grid": True, "padding": 9, "activation": "gelu"},
+    ),
+    # Li et al. 2021, Burgers (fourier_1d.py): 1D, modes 16, width 64, 4 layers, projection 128.
+    "fno-burgers-paper": (
+        "fno",
+        {"in_channels": 1, "out_channels": 1, "modes": (16,), "width": 64, "n_layers": 4, "projection": 128,
+         "add_grid": True, "padding": 0, "activation": "gelu"},
+    ),
+    # Darcy with an MLP branch on all grid values; trunk as in Lu et al. 2022 (4 x 128, ReLU).
+    # n_sensors and channels come from the data.
+    "deeponet-darcy": (
+        "deeponet",
+        {"coord_dim": 2, "branch": (128, 128, 128, 128), "trunk": (128, 128, 128, 128), "activation": "relu"},
+    ),
+    # Lu et al. 2021 (NMI), antiderivative: 100 sensors, branch [100, 40, 40], trunk [1, 40, 40], ReLU.
+    "deeponet-antiderivative": (
+        "deeponet",
+        {"n_sensors": 100, "in_channels": 1, "out_channels": 1, "coord_dim": 1, "branch": (40, 40),
+         "trunk": (40, 40), "activation": "relu", "initializer": "Glorot normal"},
+    ),
+}
+
+
+def presets() -> list[str]:
+    """Names of the presets."""
+    return sorted(_PRESETS)
+
+
+def resolve(name: str) -> tuple[str, dict[str, Any]]:
+    """``(model name, config dict)`` of a preset; a registered model name gives ``(name, {})``."""
+    from .base import available
+
+    if name in _PRESETS:
+        model, config = _PRESETS[name]
+        return model, copy.deepcopy(config)
+    models = available()
+    if name in models:
+        return name, {}
+    raise UnknownNameError("model", name, models + presets())

@@ -1,0 +1,502 @@
+"""The training loop: minibatch Adam(W) on the decoded relative L2 loss, checkpoints, resume.
+
+The protocol follows FNO (Li et al. 2021, ``fourier_2d.py``): inputs and outputs are normalised
+with statistics of the training set, the model maps normalised inputs to normalised outputs,
+the loss compares the decoded prediction with the raw target, the scheduler steps per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from ..config import dump_yaml
+from ..errors import CheckpointError, ConfigError, ModelError
+from ..io import atomic_write_text
+from . import checkpoint as ckpt
+from .data import DatasetSignature, GridData, load_grid_data
+from .losses import get_loss, rel_l2_loss
+from .normalisers import DataNormaliser
+from .options import RUNTIME_KEYS, TrainOptions, resolve_options
+
+
+# ----------------------------------------------------------------------------- model building
+
+
+def _derived_config(cls: type, preset: dict, user: dict, sig: DatasetSignature) -> dict:
+    """The model config: the preset, then sizes derived from the data, then the user's keys.
+
+    Derived where the config class has the field: ``in_channels``, ``out_channels``, ``dim``
+    and, for point operators, ``n_sensors`` (grid points) and ``coord_dim`` (spatial dims).
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+    derived: dict[str, Any] = {"in_channels": sig.in_channels, "out_channels": sig.out_channels, "dim": len(sig.dims)}
+    if getattr(cls, "input_kind", "grid") == "points":
+        derived["n_sensors"] = math.prod(sig.shape)
+        derived["coord_dim"] = len(sig.dims)
+    out = dict(preset)
+    out.update({k: v for k, v in derived.items() if k in fields})
+    out.update(user)
+    # a default per-axis mode tuple of another length than the data's dims: repeat its first entry
+    modes = fields.get("modes")
+    if modes is not None and "modes" not in out and "dim" in out:
+        default = modes.default if modes.default is not dataclasses.MISSING else None
+        if isinstance(default, tuple) and default and len(default) != out["dim"]:
+            out["modes"] = (default[0],) * int(out["dim"])
+    return out
+
+
+def _check_channels(operator: nn.Module, sig: DatasetSignature) -> None:
+    cfg = getattr(operator, "config", None)
+    for key, have in (("in_channels", sig.in_channels), ("out_channels", sig.out_channels)):
+        want = getattr(cfg, key, None)
+        if want is not None and int(want) != have:
+            side = "input" if key == "in_channels" else "output"
+            raise ModelError(
+                f"the {operator.name} model has {key}={want} but the data has {have} {side} channel(s) "
+                f"({sig.describe()}); drop {key} from the model config to derive it from the data"
+            )
+
+
+def build_model(model_or_name: str | nn.Module, model_config: dict, sig: DatasetSignature, seed: int) -> nn.Module:
+    """A registered operator for the data: a name or preset (built with ``model_config`` on top of
+    the preset, channels derived from ``sig``, initialised from ``seed``) or a given operator."""
+    from ..operators import base, presets
+
+    if isinstance(model_or_name, nn.Module):
+        operator = model_or_name
+        if not getattr(operator, "name", "") or not hasattr(operator, "config_dict"):
+            raise ModelError(
+                f"train needs a registered sciml operator, got a {type(operator).__name__}; "
+                "build it with sciml.operators.create or pass its name"
+            )
+    else:
+        name, preset = presets.resolve(model_or_name)
+        cls = base.get(name)
+        config = _derived_config(cls, dict(preset), dict(model_config), sig)
+        torch.manual_seed(seed)
+        operator = base.create(name, **config)
+    _check_channels(operator, sig)
+    return operator
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use device 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _optimizer(opts: TrainOptions, params) -> torch.optim.Optimizer:
+    cls = torch.optim.Adam if opts.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=opts.lr, weight_decay=opts.weight_decay)
+
+
+def _scheduler(opts: TrainOptions, optimizer: torch.optim.Optimizer):
+    if opts.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=opts.step_size, gamma=opts.gamma)
+    if opts.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def _fits_on(device: torch.device, *tensors: torch.Tensor) -> bool:
+    """Whether the training tensors take under a quarter of the GPU's free memory."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.numel() * t.element_size() for t in tensors) < 0.25 * free
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # the shuffle of epoch e depends on (seed, e) only, so a resumed run draws the same batches
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+@torch.no_grad()
+def _mean_loss(net: nn.Module, normaliser: DataNormaliser, x_enc: torch.Tensor, y: torch.Tensor,
+               loss_fn, batch_size: int, device: torch.device) -> float:
+    """Sample-weighted mean of ``loss_fn`` over a whole split (inputs already encoded)."""
+    net.eval()
+    total = 0.0
+    for i in range(0, x_enc.shape[0], batch_size):
+        xb = x_enc[i : i + batch_size].to(device)
+        yb = y[i : i + batch_size].to(device)
+        pred = normaliser.decode_outputs(net(xb))
+        total += float(loss_fn(pred, yb)) * xb.shape[0]
+    return total / x_enc.shape[0]
+
+
+def _progress(enabled: bool, epochs: int, start: int, batches: int):
+    """A rich progress bar on stderr advanced per batch: epoch i/N, losses, elapsed time, ETA."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("epoch {task.fields[epoch]}/" + str(epochs)),
+        BarColumn(),
+        TextColumn("{task.fields[losses]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+    task = progress.add_task("train", total=epochs * batches, completed=start * batches, epoch=start, losses="")
+    return progress, task
+
+
+def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    atomic_write_text(run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _read_metrics(run_dir: Path, upto: int) -> list[dict]:
+    path = run_dir / ckpt.METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if int(row.get("epoch", 0)) <= upto:
+                rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything the loop needs (kept together so ``train`` and ``resume`` share the loop)."""
+
+    out: Path
+    opts: TrainOptions
+    operator: nn.Module
+    normaliser: DataNormaliser
+    train: GridData
+    val: GridData | None
+    test: GridData | None
+    start_epoch: int = 0
+    optimizer_state: dict | None = None
+    scheduler_state: dict | None = None
+    best_loss: float = math.inf
+    metrics: list = dataclasses.field(default_factory=list)
+
+
+def _loop(run: _Run) -> dict:
+    opts, out = run.opts, run.out
+    device = resolve_device(opts.device)
+    operator = run.operator.to(device)
+    net = ckpt.as_grid(operator).to(device)
+    normaliser = run.normaliser.to("cpu")
+    optimizer = _optimizer(opts, operator.parameters())
+    scheduler = _scheduler(opts, optimizer)
+    if run.optimizer_state is not None:
+        optimizer.load_state_dict(run.optimizer_state)
+        scheduler.load_state_dict(run.scheduler_state)
+    loss_fn = get_loss(opts.loss)
+    sig = run.train.signature
+
+    # the model sees encoded inputs; the loss compares decoded predictions with raw targets
+    with torch.no_grad():
+        x_train = normaliser.encode_inputs(run.train.x)
+        x_val = normaliser.encode_inputs(run.val.x) if run.val is not None else None
+        x_test = normaliser.encode_inputs(run.test.x) if run.test is not None else None
+    normaliser.to(device)
+    y_train = run.train.y
+    if _fits_on(device, x_train, y_train):  # saves a host-to-device copy per batch
+        x_train, y_train = x_train.to(device), y_train.to(device)
+    n = x_train.shape[0]
+
+    def checkpoint(epoch: int, train_loss: float) -> None:
+        # weights first, then the training state; resume checks that both carry the same epoch
+        extra = {"train_loss": train_loss, "n_train": n}
+        if opts.model != operator.name:
+            extra["preset"] = opts.model
+        ckpt.save_model(out, operator, normaliser=normaliser, signature=sig, epoch=epoch, extra=extra)
+        ckpt.save_train_state(out, {
+            "epoch": epoch,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "best_loss": run.best_loss,
+            "seed": opts.seed,
+        })
+
+    t_start = time.perf_counter()
+    train_loss = math.nan
+    last = {}
+    n_batches = math.ceil(n / opts.batch_size)
+    progress, task = _progress(opts.progress, opts.epochs, run.start_epoch, n_batches)
+    with progress:
+        for epoch in range(run.start_epoch + 1, opts.epochs + 1):
+            t0 = time.perf_counter()
+            net.train()
+            perm = torch.randperm(n, generator=_epoch_generator(opts.seed, epoch))
+            total = 0.0
+            for i in range(0, n, opts.batch_size):
+                idx = perm[i : i + opts.batch_size].to(x_train.device)
+                xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+                optimizer.zero_grad(set_to_none=True)
+                pred = normaliser.decode_outputs(net(xb))
+                loss = loss_fn(pred, yb)
+                if not torch.isfinite(loss):
+                    saved = _saved_epoch(out)
+                    kept = f"the last good checkpoint (epoch {saved}) is kept in {out}" if saved else f"no checkpoint was written to {out}"
+                    raise ModelError(
+                        f"training diverged: the {opts.loss} loss is {float(loss.detach())} at epoch {epoch}, batch {i // opts.batch_size + 1}; "
+                        f"{kept}; lower the learning rate (lr={opts.lr:g}) or check the data"
+                    )
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * xb.shape[0]
+                progress.update(task, advance=1, epoch=epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            train_loss = total / n
+            row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+            if x_val is not None:
+                row["val_loss"] = _mean_loss(net, normaliser, x_val, run.val.y, loss_fn, opts.batch_size, device)
+            if x_test is not None:
+                row["test_loss"] = _mean_loss(net, normaliser, x_test, run.test.y, loss_fn, opts.batch_size, device)
+                if opts.loss != "rel_l2":
+                    row["test_rel_l2"] = _mean_loss(net, normaliser, x_test, run.test.y, rel_l2_loss, opts.batch_size, device)
+            row["lr"] = lr
+            row["seconds"] = time.perf_counter() - t0
+            run.best_loss = min(run.best_loss, row.get("val_loss", train_loss))
+            run.metrics.append(row)
+            _write_metrics(out, run.metrics)
+            if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs:
+                checkpoint(epoch, train_loss)
+            last = row
+            progress.update(task, losses="  ".join(
+                f"{k} {row[k]:.4g}" for k in ("train_loss", "val_loss", "test_loss") if k in row))
+
+    if opts.figures and run.metrics:
+        from ..evaluation.plots import plot_loss
+
+        plot_loss(out, out / "loss.png")
+    final = run.metrics[-1] if run.metrics else {}
+    return {
+        "run_dir": str(out),
+        "model": operator.name,
+        "epochs": int(final.get("epoch", run.start_epoch)),
+        "epochs_run": len(run.metrics) - sum(1 for r in run.metrics if r["epoch"] <= run.start_epoch),
+        "train_loss": final.get("train_loss", math.nan),
+        "val_loss": final.get("val_loss"),
+        "test_loss": final.get("test_loss"),
+        "best_loss": run.best_loss,
+        "seconds": time.perf_counter() - t_start,
+        "n_train": n,
+        "n_parameters": sum(p.numel() for p in operator.parameters()),
+        "device": str(device),
+    }
+
+
+def _saved_epoch(out: Path) -> int:
+    try:
+        return int(json.loads((out / ckpt.MODEL_JSON).read_text()).get("epoch", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _split(data: GridData, val_fraction: float) -> tuple[GridData, GridData | None]:
+    n = len(data)
+    n_val = int(round(val_fraction * n))
+    if val_fraction > 0 and (n_val < 1 or n - n_val < 2):
+        raise ConfigError(
+            f"val_fraction={val_fraction} of {n} samples leaves {n - n_val} for training and {n_val} for validation; "
+            "use more samples or another fraction"
+        )
+    if n_val == 0:
+        return data, None
+    return data.subset(0, n - n_val), data.subset(n - n_val, n)
+
+
+def _load_test(test_data, sig: DatasetSignature) -> GridData | None:
+    if test_data is None:
+        return None
+    test = load_grid_data(test_data)
+    sig.check_same_problem(test.signature, str(test_data))
+    if test.signature.shape != sig.shape:
+        raise ConfigError(
+            f"test data {test_data} has grid {test.signature.shape}, the training data {sig.shape}; "
+            "per-epoch test losses need the training resolution (use `sciml evaluate` for other resolutions)"
+        )
+    return test
+
+
+def _config_yaml(opts: TrainOptions, operator: nn.Module, data, test_data) -> dict:
+    d = opts.to_dict()
+    d["model_config"] = operator.config_dict()
+    d["data"] = str(Path(data).resolve())
+    d["test_data"] = str(Path(test_data).resolve()) if test_data is not None else None
+    return d
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def train(
+    model_or_name: str | nn.Module | None = None,
+    *,
+    data: str | Path | None = None,
+    out: str | Path,
+    resume: bool = False,
+    test_data: str | Path | None = None,
+    config: dict | None = None,
+    **options: Any,
+) -> dict:
+    """Train a model on the dataset ``data`` and write the run directory ``out``.
+
+    ``model_or_name`` is a registry name, a preset name or a registered operator (default: the
+    ``model`` option, ``fno``). ``config`` (e.g. a YAML mapping) is merged under ``options``
+    (see :class:`TrainOptions`); unknown keys raise ConfigError. With ``resume=True`` the existing
+    run ``out`` continues (see :func:`resume`). ``test_data`` is evaluated after every epoch.
+
+    Returns a summary: run_dir, model, epochs, train_loss, val_loss, test_loss, best_loss,
+    seconds, n_train, n_parameters, device.
+    """
+    config = dict(config or {})
+    data = data if data is not None else config.pop("data", None)
+    test_data = test_data if test_data is not None else config.pop("test_data", None)
+    config.pop("data", None)
+    config.pop("test_data", None)
+    if resume:
+        if isinstance(model_or_name, str):
+            options.setdefault("model", model_or_name)
+        return _resume(out, data=data, test_data=test_data, config=config, options=options)
+    if isinstance(model_or_name, str):
+        options["model"] = model_or_name
+    elif isinstance(model_or_name, nn.Module) and (options.get("model_config") or config.get("model_config")):
+        raise ConfigError("model_config applies to a model name; the given model is already built, pass its name instead")
+    opts = resolve_options(config, options)
+    if data is None:
+        raise ConfigError("no training data given; pass data=PATH (--data) of a dataset written by `sciml generate`")
+    out = Path(out)
+    if (out / ckpt.MODEL_JSON).exists() or (out / ckpt.TRAIN_STATE).exists():
+        raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+    with _threads(opts.num_threads):
+        full = load_grid_data(data, opts.n_train)
+        train_part, val_part = _split(full, opts.val_fraction)
+        test = _load_test(test_data, full.signature)
+        model = model_or_name if isinstance(model_or_name, nn.Module) else opts.model
+        operator = build_model(model, opts.model_config, full.signature, opts.seed)
+        if isinstance(model_or_name, nn.Module):
+            opts = opts.replace(model=operator.name)
+        torch.manual_seed(opts.seed)
+        normaliser = DataNormaliser.fit(opts.normalise, train_part.x, train_part.y)
+        out.mkdir(parents=True, exist_ok=True)
+        dump_yaml(_config_yaml(opts, operator, data, test_data), out / ckpt.CONFIG)
+        run = _Run(out=out, opts=opts, operator=operator, normaliser=normaliser,
+                   train=train_part, val=val_part, test=test)
+        return _loop(run)
+
+
+def resume(run_dir: str | Path, *, data: str | Path | None = None, test_data: str | Path | None = None,
+           config: dict | None = None, **options: Any) -> dict:
+    """Continue the run in ``run_dir`` from its last checkpoint with the same optimiser, scheduler
+    and RNG state, up to ``epochs`` (which may be raised). Only ``epochs``, ``device``,
+    ``num_threads``, ``progress``, ``checkpoint_every`` and ``figures`` may change (a cosine
+    schedule keeps its original length); ``data`` and ``test_data`` default to the run's files."""
+    return _resume(run_dir, data=data, test_data=test_data, config=dict(config or {}), options=options)
+
+
+def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
+    out = Path(run_dir)
+    operator, info = ckpt.load_operator(out)
+    state = ckpt.load_train_state(out)
+    saved = dict(info.config)
+    if not saved:
+        raise CheckpointError(f"{out / ckpt.CONFIG} not found; cannot resume this run, start a new one")
+    data = data if data is not None else saved.get("data")
+    test_data = test_data if test_data is not None else saved.get("test_data")
+    saved_opts = {k: v for k, v in saved.items() if k not in ("data", "test_data")}
+    base = resolve_options(saved_opts, {})
+    given = resolve_options({}, {**config, **options})
+    asked = {**config, **options}
+    for key, value in asked.items():
+        if key in RUNTIME_KEYS:
+            continue
+        if key == "model" and value == saved.get("model"):
+            continue
+        if key == "model_config" and all(saved.get("model_config", {}).get(k) == v for k, v in value.items()):
+            continue
+        if getattr(given, key) != getattr(base, key):
+            raise ConfigError(
+                f"cannot change {key!r} when resuming (the run has {getattr(base, key)!r}, got {getattr(given, key)!r}); "
+                "start a new run with --out instead"
+            )
+    opts = base.replace(**{k: getattr(given, k) for k in asked if k in RUNTIME_KEYS})
+    epoch = int(state["epoch"])
+    if epoch != info.epoch:
+        raise CheckpointError(
+            f"{out}: the training state is at epoch {epoch} but the weights at epoch {info.epoch}; the run is damaged, start a new run"
+        )
+    with _threads(opts.num_threads):
+        full = load_grid_data(data, opts.n_train)
+        info.signature.check_same_problem(full.signature, str(data))
+        if full.signature.shape != info.signature.shape:
+            raise ConfigError(f"{data} has grid {full.signature.shape}, the run was trained on {info.signature.shape}; resume with the same data")
+        train_part, val_part = _split(full, opts.val_fraction)
+        test = _load_test(test_data, full.signature)
+        operator.train()
+        ckpt.set_rng_state(state["rng"])
+        dump_yaml(_config_yaml(opts, operator, data, test_data), out / ckpt.CONFIG)
+        run = _Run(out=out, opts=opts, operator=operator, normaliser=info.normaliser,
+                   train=train_part, val=val_part, test=test, start_epoch=epoch,
+                   optimizer_state=state["optimizer"], scheduler_state=state["scheduler"],
+                   best_loss=float(state.get("best_loss", math.inf)), metrics=_read_metrics(out, epoch))
+        return _loop(run)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, normaliser: DataNormaliser, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Decoded prediction ``(B, C_out, *S)`` for raw inputs ``x`` ``(B, C_in, *S)``.
+
+    Runs on the model's device in eval mode and returns a tensor on ``x``'s device. A pointwise
+    normaliser must match the grid of ``x`` (see :meth:`DataNormaliser.resample`).
+    """
+    if normaliser.shape is not None and tuple(x.shape[2:]) != normaliser.shape:
+        raise ModelError(
+            f"the pointwise normaliser was fitted on a {'x'.join(map(str, normaliser.shape))} grid, got inputs of "
+            f"shape {tuple(x.shape)}; resample it first with normaliser.resample(shape) (evaluate does this)"
+        )
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = x.device
+    normaliser.to(device)
+    outs = []
+    step = batch_size or x.shape[0]
+    for i in range(0, x.shape[0], step):
+        xb = normaliser.encode_inputs(x[i : i + step].to(device, torch.float32))
+        outs.append(normaliser.decode_outputs(model(xb)).to(x.device))
+    return torch.cat(outs) if outs else x.new_zeros((0,))
