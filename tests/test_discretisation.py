@@ -50,8 +50,12 @@ def test_darcy_operator_matches_loop_assembly_on_rectangular_grid():
     np.testing.assert_allclose(A.toarray(), reference, rtol=1e-13, atol=1e-10)
 
 
+def _two_valued(s: int) -> np.ndarray:
+    return np.where(np.random.default_rng(1).random((s, s)) > 0.5, 12.0, 3.0)
+
+
 @pytest.mark.parametrize("build", [lambda: laplacian(6, 2), lambda: laplacian(4, 3),
-                                   lambda: darcy_operator(np.where(np.random.default_rng(1).random((9, 9)) > 0.5, 12.0, 3.0))])
+                                   lambda: darcy_operator(_two_valued(9))])
 def test_operator_is_symmetric_positive_definite(build):
     A = build().toarray()
     assert np.array_equal(A, A.T)

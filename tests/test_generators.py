@@ -48,7 +48,8 @@ def test_generated_darcy_satisfies_the_discrete_equations(darcy_files):
     ds.close()
 
 
-@pytest.mark.parametrize("dim, forcing, n", [(2, "grf", 20), (2, "white_noise", 20), (3, "grf", 9), (3, "white_noise", 9)])
+@pytest.mark.parametrize("dim, forcing, n", [(2, "grf", 20), (2, "white_noise", 20), (3, "grf", 9),
+                                             (3, "white_noise", 9)])
 def test_generated_poisson_satisfies_the_discrete_equations(tmp_path, dim, forcing, n):
     path = datasets.generate("poisson", n=2, resolution=n, dim=dim, forcing=forcing, out=tmp_path / "p.h5",
                              dtype="float64", progress=False)
@@ -173,6 +174,16 @@ def test_system_is_the_system_of_the_stored_sample(darcy_files):
     assert relative_residual(A, u, b) <= 1e-9
 
 
+def test_system_from_file_equals_the_system_of_the_seed(darcy_files):
+    A, b, info = datasets.system("darcy", resolution=41, seed=7, index=2)
+    for path in darcy_files:  # stored inputs (r = 1) and inputs redrawn at full resolution (r = 5)
+        A_file, b_file, info_file = datasets.system_from_file(path, 2)
+        assert abs(A_file - A).max() == 0 and np.array_equal(b_file, b)
+        assert info_file["shape"] == (39, 39) and info_file["seed"] == 7 and info_file["index"] == 2
+    with pytest.raises(DataError, match="out of range"):
+        datasets.system_from_file(darcy_files[0], 3)
+
+
 def test_summary_reports_sizes_ranges_and_residuals(darcy_files):
     info = datasets.summary(darcy_files[1])
     assert info["pde"] == "darcy" and info["n"] == 3 and info["seed"] == 7
@@ -181,7 +192,7 @@ def test_summary_reports_sizes_ranges_and_residuals(darcy_files):
     assert info["variables"]["u"]["min"] == 0.0 and 0 < info["variables"]["u"]["max"] < 0.1
     assert info["solver"]["tol"] == 1e-10 and 0 < info["residual"]["median"] <= info["residual"]["max"] <= 1e-10
     text = datasets.format_summary(info)
-    assert "darcy" in text and "x=9" in text and "max 12" in text and "residual" in text
+    assert "darcy" in text and "(3, 9, 9) on (sample, x, y)" in text and "max 12" in text and "residual" in text
 
 
 def test_interrupted_generation_resumes_to_the_same_file(tmp_path, monkeypatch):
@@ -199,6 +210,10 @@ def test_interrupted_generation_resumes_to_the_same_file(tmp_path, monkeypatch):
         datasets.generate("darcy", n=3, resolution=17, seed=2, out=out, progress=False)
     assert not out.exists() and (tmp_path / "run.h5.partial").exists()
     monkeypatch.setattr(Darcy, "sample", original)
+    with pytest.raises(DataError, match="holds 3 samples, not n=4"):
+        datasets.generate("darcy", n=4, resolution=17, seed=2, out=out, progress=False, resume=True)
+    with pytest.raises(DataError, match="other parameters"):
+        datasets.generate("darcy", n=3, resolution=17, seed=3, out=out, progress=False, resume=True)
     datasets.generate("darcy", n=3, resolution=17, seed=2, out=out, progress=False, resume=True)
     with datasets.open(reference) as a, datasets.open(out) as b:
         np.testing.assert_array_equal(a["u"].values, b["u"].values)

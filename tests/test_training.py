@@ -149,6 +149,11 @@ def test_resume_refuses_to_change_the_numerics(tmp_path, darcy16):
     small_run(darcy16[0], tmp_path / "r", epochs=1)
     with pytest.raises(ConfigError, match="cannot change 'lr'"):
         training.resume(tmp_path / "r", epochs=2, lr=0.1)
+    with pytest.raises(ConfigError, match="cannot change 'model_config'"):
+        training.resume(tmp_path / "r", epochs=2, model_config={"width": 9})
+    # repeating the run's own settings is fine (tuples equal YAML lists)
+    summary = training.resume(tmp_path / "r", epochs=2, lr=5e-3, model_config={"modes": (4, 4)}, **QUIET)
+    assert summary["epochs"] == 2 and summary["epochs_run"] == 1
 
 
 def test_existing_run_is_not_overwritten(tmp_path, darcy16):

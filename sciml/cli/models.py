@@ -14,11 +14,14 @@ def models() -> None:
     rows = []
     for name in operators.available():
         cls = operators.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        doc = " ".join((cls.__doc__ or "").split(". ")[0].split())
         rows.append([name, cls.input_kind, doc])
     table(["name", "input", "description"], rows, title="models")
-    prow = [[p, *presets.resolve(p)[:1], presets.describe(p)] for p in presets.presets()]
-    table(["name", "model", "description"], prow, title="presets")
+    prow = []
+    for p in presets.presets():
+        model, cfg = presets.resolve(p)
+        prow.append([p, model, ", ".join(f"{k}={v}" for k, v in cfg.items())])
+    table(["name", "model", "config"], prow, title="presets (sciml train PRESET ...)")
 
 
 def register(app: typer.Typer) -> None:

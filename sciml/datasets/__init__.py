@@ -7,8 +7,9 @@
 >>> print(datasets.format_summary(datasets.summary(path)))
 
 Sample ``i`` of a file is a pure function of (config, seed, i). ``system`` returns the
-sparse linear system of one sample, ``reference_solve`` re-solves a stored sample with its
-classical solver (for timing against learned models).
+sparse linear system of one sample (``system_from_file`` that of a stored one);
+``reference_solve`` re-solves a stored sample with its classical solver (for timing
+against learned models).
 """
 
 from .format import open_dataset as open
@@ -23,6 +24,7 @@ from .generators import (
     reference_solve,
     register,
     system,
+    system_from_file,
 )
 from .summary import format_summary, summary
 
@@ -40,4 +42,5 @@ __all__ = [
     "register",
     "summary",
     "system",
+    "system_from_file",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -69,6 +70,7 @@ class DatasetWriter:
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.n = int(n)
+        self._last_flush = time.monotonic()
         if self.n < 1:
             raise DataError(f"a dataset needs at least one sample, got n={n}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +120,12 @@ class DatasetWriter:
             self._f.variables[name][i] = value
         self._f.variables["residual"][i] = residual
         self._f.variables["done"][i] = 1
-        self._f.flush()
+        # flushing costs ~2 ms; at most once a second keeps small samples cheap while an
+        # interruption loses at most a second of work (unflushed samples are simply redone)
+        now = time.monotonic()
+        if now - self._last_flush > 1.0:
+            self._f.flush()
+            self._last_flush = now
 
     def set_attr(self, key: str, value: Any) -> None:
         self._f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value

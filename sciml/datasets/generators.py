@@ -6,7 +6,7 @@ the number of samples), solves the PDE with a classical solver and returns the f
 the stored grid (``[::subsample]`` along every spatial axis).
 
 Public functions: :func:`available`, :func:`config_class`, :func:`create`, :func:`generate`,
-:func:`compute_sample`, :func:`system`, :func:`reference_solve`.
+:func:`compute_sample`, :func:`system`, :func:`system_from_file`, :func:`reference_solve`.
 """
 
 from __future__ import annotations
@@ -196,7 +196,8 @@ def compute_sample(name: str, params: dict, seed: int, index: int) -> tuple[dict
     return arrays, solved.residual, solved.method
 
 
-def _progress(enabled: bool, total: int, label: str):
+def _progress(enabled: bool, label: str):
+    """A transient rich progress bar on stderr, or a context yielding None."""
     from contextlib import nullcontext
 
     if not enabled:
@@ -204,9 +205,8 @@ def _progress(enabled: bool, total: int, label: str):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
-    return bar
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True)
 
 
 def generate(
@@ -233,7 +233,8 @@ def generate(
 
     _check_run(n, seed, dtype)
     if Path(out).is_dir():
-        raise ConfigError(f"out {str(out)!r} is a directory; give a file name such as {str(Path(out) / (name + '.h5'))!r}")
+        example = str(Path(out) / f"{name}.h5")
+        raise ConfigError(f"out {str(out)!r} is a directory; give a file name such as {example!r}")
     gen = create(name, resolution=resolution, subsample=subsample, **params)
     config = to_dict(gen.config)
     attrs = {"pde": name, "inputs": " ".join(gen.inputs), "outputs": " ".join(gen.outputs),
@@ -242,8 +243,12 @@ def generate(
     methods = set()
     try:
         done = writer.done()
+        if done.size != n:
+            raise DataError(
+                f"{writer.tmp} holds {done.size} samples, not n={n}; resume with n={done.size} or drop resume"
+            )
         todo = [i for i in range(n) if not done[i]]
-        with _progress(progress and n > 1, len(todo), f"{name} {resolution}") as bar:
+        with _progress(progress and n > 1, f"{name} {resolution}") as bar:
             task = bar.add_task(name, total=len(todo)) if bar else None
             for i in todo:
                 arrays, solved = gen.sample(seed, i)
@@ -277,13 +282,62 @@ def system(name: str, *, resolution: int, seed: int = 0, index: int = 0, **param
         raise ConfigError(f"{name!r} is not a stationary linear PDE; linear systems exist for: {', '.join(valid)}")
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
         raise ConfigError(f"index must be a non-negative integer, got {index!r}")
-    inputs = gen.draw_inputs(np.random.default_rng([seed, index]))
+    return _system_of(gen, gen.draw_inputs(np.random.default_rng([seed, index])), seed, index)
+
+
+def _system_of(gen: "LinearGenerator", inputs: dict[str, np.ndarray], seed: int, index: int):
     A, b = gen.assemble(inputs)
     shape = gen.unknown_shape()
-    info = {"pde": name, "shape": shape, "dim": len(shape), "unknowns": int(A.shape[0]),
+    info = {"pde": gen.name, "shape": shape, "dim": len(shape), "unknowns": int(A.shape[0]),
             "grid": gen.grid, "config": to_dict(gen.config), "method": gen.method(A),
             "tol": gen.config.tol, "seed": int(seed), "index": int(index), "inputs": inputs}
     return A, b, info
+
+
+def _from_file(ds) -> Generator:
+    from .format import attrs_json
+
+    name = str(ds.attrs["pde"])
+    cls = get(name)
+    return cls(from_dict(cls.Config, attrs_json(ds, "params"), where=f"{name} params of the file"))
+
+
+def _full_inputs(ds, gen: Generator, index: int) -> dict[str, np.ndarray]:
+    """Full-resolution inputs of stored sample ``index`` (redrawn from the seed if strided)."""
+    n = ds.sizes["sample"]
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= int(index) < n:
+        raise DataError(f"sample index {index} is out of range; the dataset has {n} samples (0..{n - 1})")
+    stored = {v: np.asarray(ds[v].isel(sample=int(index)).values, dtype=np.float64) for v in gen.inputs}
+    if gen.config.subsample == 1:
+        return stored
+    inputs = gen.draw_inputs(np.random.default_rng([int(ds.attrs["seed"]), int(index)]))
+    for v in gen.inputs:
+        if not np.allclose(gen.stride(inputs[v]), stored[v], rtol=1e-6, atol=1e-6):
+            raise DataError(
+                f"stored input {v!r} of sample {index} does not match its seed; the file was "
+                "modified or subset, re-solve only unmodified files written by `sciml generate`"
+            )
+    return inputs
+
+
+def system_from_file(path, index: int = 0):
+    """The linear system of stored sample ``index`` of a dataset file; like :func:`system`.
+
+    Built from the stored inputs (redrawn at full resolution from the seed when the file is
+    subsampled, see :func:`reference_solve`); ``info`` has the keys of :func:`system`.
+    """
+    from .format import open_dataset
+
+    ds = open_dataset(path)
+    try:
+        gen = _from_file(ds)
+        if not isinstance(gen, LinearGenerator):
+            raise DataError(f"{path}: pde {gen.name!r} is not a stationary linear PDE; it has no single linear system")
+        inputs = _full_inputs(ds, gen, index)
+        seed = int(ds.attrs["seed"])
+    finally:
+        ds.close()
+    return _system_of(gen, inputs, seed, index)
 
 
 def reference_solve(ds, index: int) -> tuple[dict[str, np.ndarray], float]:
@@ -294,24 +348,8 @@ def reference_solve(ds, index: int) -> tuple[dict[str, np.ndarray], float]:
     (``index`` is then the position in the file as written) and checked against the stored
     ones. Returns ``(outputs on the stored grid, wall seconds of assembly + solve)``.
     """
-    from .format import attrs_json
-
-    name = str(ds.attrs["pde"])
-    gen = get(name)(from_dict(get(name).Config, attrs_json(ds, "params"), where=f"{name} params of the file"))
-    n = ds.sizes["sample"]
-    if isinstance(index, bool) or not 0 <= int(index) < n:
-        raise DataError(f"sample index {index} is out of range; the dataset has {n} samples (0..{n - 1})")
-    stored = {v: np.asarray(ds[v].isel(sample=int(index)).values, dtype=np.float64) for v in gen.inputs}
-    if gen.config.subsample == 1:
-        inputs = stored
-    else:
-        inputs = gen.draw_inputs(np.random.default_rng([int(ds.attrs["seed"]), int(index)]))
-        for v in gen.inputs:
-            if not np.allclose(gen.stride(inputs[v]), stored[v], rtol=1e-6, atol=1e-6):
-                raise DataError(
-                    f"stored input {v!r} of sample {index} does not match its seed; the file was "
-                    "modified or subset, re-solve only unmodified files written by `sciml generate`"
-                )
+    gen = _from_file(ds)
+    inputs = _full_inputs(ds, gen, index)
     t0 = time.perf_counter()
     solved = gen.solve(inputs)
     elapsed = time.perf_counter() - t0

@@ -99,9 +99,10 @@ def format_summary(info: dict[str, Any]) -> str:
     lines.append("  variables")
     for name, v in info["variables"].items():
         role = "input " if name in info["inputs"] else "output"
-        shape = " x ".join(f"{d}={s}" for d, s in zip(v["dims"], v["shape"]))
+        shape, dims = tuple(v["shape"]), ", ".join(v["dims"])
         lines.append(
-            f"    {name:<4} {role}  ({shape}) {v['dtype']}  min {_num(v['min'])}  max {_num(v['max'])}  mean {_num(v['mean'])}"
+            f"    {name:<4} {role}  {shape} on ({dims}) {v['dtype']}"
+            f"  min {_num(v['min'])}  max {_num(v['max'])}  mean {_num(v['mean'])}"
         )
     solver = info.get("solver") or {}
     if isinstance(solver, dict) and solver:

@@ -25,10 +25,12 @@ def write_report(
     out_dir: str | Path,
     dataset_paths: Sequence[str | Path] | None = None,
     n_samples: int = 3,
+    title: str | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` with the metrics of ``eval_result`` (from :func:`evaluate`),
     the loss curve and, per dataset, a figure of ``n_samples`` predictions (input, truth,
-    prediction, error). Returns the path of ``report.md``.
+    prediction, error). ``title`` defaults to the run directory's name. Returns the path of
+    ``report.md``.
     """
     import torch
 
@@ -43,7 +45,7 @@ def write_report(
     entries = list(eval_result.get("datasets", []))
     paths = [Path(p) for p in (dataset_paths if dataset_paths is not None else [e["path"] for e in entries])]
 
-    lines = [f"# Report: {run_dir.name}", ""]
+    lines = [f"# Report: {title or run_dir.name}", ""]
     lines += [
         f"- model: `{info.model_name}` ({sum(p.numel() for p in model.parameters()):,} parameters), "
         f"trained {info.epoch} epochs on {info.signature.describe()} at {'x'.join(map(str, info.signature.shape))}",

@@ -92,6 +92,7 @@ def save_model(
     from safetensors.torch import save_file
 
     from .. import __version__
+    from ..operators.base import state_to_safetensors
 
     run_dir = Path(run_dir)
     name = getattr(operator, "name", "")
@@ -100,8 +101,6 @@ def save_model(
             f"cannot checkpoint a {type(operator).__name__}: only registered sciml operators can be saved "
             "(build it with sciml.operators.create)"
         )
-    from ..operators.base import state_to_safetensors
-
     tensors = {f"model.{k}": v for k, v in state_to_safetensors(operator).items()}
     tensors.update({f"normaliser.{k}": v.contiguous().clone() for k, v in normaliser.state().items()})
     with atomic_path(run_dir / WEIGHTS) as tmp:

@@ -428,6 +428,11 @@ def resume(run_dir: str | Path, *, data: str | Path | None = None, test_data: st
     return _resume(run_dir, data=data, test_data=test_data, config=dict(config or {}), options=options)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal as plain YAML data (tuples and lists compare equal)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
 def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
     out = Path(run_dir)
     operator, info = ckpt.load_operator(out)
@@ -446,7 +451,7 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
             continue
         if key == "model" and value == saved.get("model"):
             continue
-        if key == "model_config" and all(saved.get("model_config", {}).get(k) == v for k, v in value.items()):
+        if key == "model_config" and all(_same(saved.get("model_config", {}).get(k), v) for k, v in value.items()):
             continue
         if getattr(given, key) != getattr(base, key):
             raise ConfigError(
