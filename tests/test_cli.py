@@ -153,3 +153,29 @@ def test_solve_agrees_across_methods(capsys):
 def test_unknown_solve_method_lists_valid_names(capsys):
     code, _, err = run_cli(["solve", "poisson", "-s", 16, "--method", "magic"], capsys)
     assert_one_line_error(code, err, "magic", "pcg-amg")
+
+
+def test_train_config_flags_override_and_resume_continues(darcy16, tmp_path, capsys):
+    train, test = darcy16
+    cfg = tmp_path / "opts.yaml"
+    cfg.write_text("epochs: 5\nbatch_size: 8\nlr: 0.003\nmodel_config: {modes: [4, 4], width: 8}\n")
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", "fno", "--data", train, "--out", run, "--config", cfg, "--epochs", 2,
+                              "--no-progress"], capsys)
+    assert code == 0, err
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    flat = {**saved, **saved.get("options", {})}
+    assert flat["epochs"] == 2 and flat["batch_size"] == 8 and flat["lr"] == 0.003  # flag beat the file
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    code, out, err = run_cli(["train", "--resume", run, "--epochs", 4, "--no-progress"], capsys)
+    assert code == 0, err
+    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+    code, out, err = run_cli(["evaluate", run, "--data", test, "--solver-samples", 2], capsys)
+    assert code == 0, err
+    ev = json.loads((run / "eval.json").read_text())
+    r = ev["datasets"][0]
+    assert 0 < r["rel_l2_mean"] < 1 and r["rel_l2_max"] >= r["rel_l2_mean"]
+    assert r["solver_s_per_sample"] > 0 and r["model_s_per_sample"] > 0

@@ -111,7 +111,8 @@ def test_unknown_name_lists_models_and_presets():
 
 
 @pytest.mark.parametrize(
-    "name, config", [("fno", {"widht": 3}), ("deeponet", {"n_sensors": 4, "brnach": 3}), ("fno-darcy-paper", {"mode": 3})]
+    "name, config",
+    [("fno", {"widht": 3}), ("deeponet", {"n_sensors": 4, "brnach": 3}), ("fno-darcy-paper", {"mode": 3})],
 )
 def test_unknown_config_key_is_named(name, config):
     bad = [k for k in config if k != "n_sensors"][0]

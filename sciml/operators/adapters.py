@@ -8,7 +8,9 @@ from torch import nn
 from ..errors import ModelError
 
 
-def grid_points(sizes: tuple[int, ...], device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+def grid_points(
+    sizes: tuple[int, ...], device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Coordinates ``(N, d)`` of a grid, ``linspace(0, 1, s)`` per axis, row-major (``ij``) order.
 
     Row ``i`` is the point of flat index ``i`` of a ``(*sizes)`` array, so
@@ -30,7 +32,9 @@ class PointsOnGrid(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         if getattr(model, "input_kind", None) != "points":
-            raise ModelError(f"PointsOnGrid wraps point operators, got a {type(model).__name__}; use the model directly")
+            raise ModelError(
+                f"PointsOnGrid wraps point operators, got a {type(model).__name__}; use the model directly"
+            )
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

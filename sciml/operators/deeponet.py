@@ -39,9 +39,9 @@ class DeepONetConfig:
     branch: tuple[int, ...] = (128, 128, 128)
     trunk: tuple[int, ...] = (128, 128, 128)
     activation: Literal["relu", "tanh", "gelu", "elu", "selu", "sigmoid", "silu", "sin"] = "relu"
-    initializer: Literal["Glorot normal", "Glorot uniform", "He normal", "He uniform", "LeCun normal", "LeCun uniform"] = (
-        "Glorot normal"
-    )
+    initializer: Literal[
+        "Glorot normal", "Glorot uniform", "He normal", "He uniform", "LeCun normal", "LeCun uniform"
+    ] = "Glorot normal"
     multi_output: Literal["independent", "split_both", "split_branch", "split_trunk"] = "independent"
 
     def __post_init__(self) -> None:
@@ -56,7 +56,10 @@ class DeepONetConfig:
         object.__setattr__(self, "branch", tuple(int(w) for w in self.branch))
         object.__setattr__(self, "trunk", tuple(int(w) for w in self.trunk))
         if not self.branch or not self.trunk or min(self.branch + self.trunk) < 1:
-            raise ConfigError(f"deeponet branch and trunk need >= 1 layer of width >= 1, got {list(self.branch)}, {list(self.trunk)}")
+            raise ConfigError(
+                f"deeponet branch and trunk need >= 1 layer of width >= 1, "
+                f"got {list(self.branch)}, {list(self.trunk)}"
+            )
         if self.activation not in _ACTIVATIONS:
             raise ConfigError(f"deeponet activation must be one of {list(_ACTIVATIONS)}, got {self.activation!r}")
         if self.multi_output not in _STRATEGIES:
@@ -68,7 +71,10 @@ class DeepONetConfig:
         strategy = self.multi_output if k > 1 else "independent"
         want = {
             "independent": (b == t, "the last branch and trunk widths must be equal"),
-            "split_both": (b == t and b % k == 0, f"the last branch and trunk widths must be equal and divisible by out_channels={k}"),
+            "split_both": (
+                b == t and b % k == 0,
+                f"the last branch and trunk widths must be equal and divisible by out_channels={k}",
+            ),
             "split_branch": (b == t * k, f"the last branch width must be out_channels={k} times the last trunk width"),
             "split_trunk": (t == b * k, f"the last trunk width must be out_channels={k} times the last branch width"),
         }

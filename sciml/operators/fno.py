@@ -200,9 +200,16 @@ class SpectralConv(nn.Module):
         """Apply ``K``: ``(B, C_in, *S) -> (B, C_out, *S)`` for ``len(S) == len(modes)``."""
         sizes = tuple(x.shape[2:])
         check_resolution(sizes, self.modes)
-        if self._pick(x) == "dft":
-            return self._inverse_dft(self._contract(self._forward_dft(x)), sizes)
-        return self._inverse_fft(self._contract(self._forward_fft(x)), sizes)
+        dtype = x.dtype
+        # transforms in (at least) float32 even under autocast, as half-precision spectra lose the
+        # small high modes (and torch.fft has no bfloat16)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(torch.promote_types(dtype, self.weight.dtype))
+            if self._pick(x) == "dft":
+                y = self._inverse_dft(self._contract(self._forward_dft(x)), sizes)
+            else:
+                y = self._inverse_fft(self._contract(self._forward_fft(x)), sizes)
+        return y.to(dtype)
 
     def _pick(self, x: torch.Tensor) -> str:
         if self.method != "auto":
