@@ -20,38 +20,17 @@ import numpy as np
 
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError, UnknownNameError
+from ..registry import Registry
 from ..solvers import linear
-
-_REGISTRY: dict[str, type["Generator"]] = {}
-
-
-def register(name: str):
-    """Class decorator: register a :class:`Generator` subclass under ``name``."""
-
-    def deco(cls: type[Generator]) -> type[Generator]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
 
 def _load_all() -> None:
     from . import darcy, poisson  # noqa: F401  (importing fills the registry)
 
 
-def available() -> list[str]:
-    """Names of the registered generators."""
-    _load_all()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> type["Generator"]:
-    """The generator class registered under ``name``."""
-    _load_all()
-    if name not in _REGISTRY:
-        raise UnknownNameError("generator", name, list(_REGISTRY))
-    return _REGISTRY[name]
+_GENERATORS: Registry = Registry("generator", _load_all)
+register = _GENERATORS.register
+available = _GENERATORS.available
+get = _GENERATORS.get
 
 
 def config_class(name: str) -> type:

@@ -15,38 +15,18 @@ import torch
 from torch import nn
 
 from ..config import from_dict, to_dict
-from ..errors import CheckpointError, ConfigError, UnknownNameError
-
-_REGISTRY: dict[str, type["Operator"]] = {}
-
-
-def register(name: str):
-    """Class decorator: register an :class:`Operator` subclass under ``name``."""
-
-    def deco(cls: type[Operator]) -> type[Operator]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
+from ..registry import Registry
+from ..errors import CheckpointError, ConfigError
 
 def _load_all() -> None:
     # importing the model modules fills the registry
     from . import deeponet, fno  # noqa: F401
 
 
-def available() -> list[str]:
-    """Names of the registered models."""
-    _load_all()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> type["Operator"]:
-    _load_all()
-    if name not in _REGISTRY:
-        raise UnknownNameError("model", name, list(_REGISTRY))
-    return _REGISTRY[name]
+_MODELS: Registry = Registry("model", _load_all)
+register = _MODELS.register
+available = _MODELS.available
+get = _MODELS.get
 
 
 class Operator(nn.Module):
