@@ -144,10 +144,16 @@ def test_models_lists_registry(capsys):
     assert "fno" in out and "deeponet" in out and "fno-darcy-paper" in out
 
 
-def test_solve_agrees_across_methods(capsys):
-    code, out, err = run_cli(["solve", "poisson", "-s", 24, "--method", "direct,cg,pcg-amg", "--tol", "1e-8"], capsys)
+def test_solve_reports_every_method_converged_and_plots(tmp_path, capsys):
+    png = tmp_path / "res.png"
+    code, out, err = run_cli(["solve", "poisson", "-s", 24, "--method", "direct,cg,pcg-amg", "--tol", "1e-8",
+                              "--plot", png], capsys)
     assert code == 0, err
-    assert "direct" in out and "pcg-amg" in out
+    rows = [ln for ln in out.splitlines() if any(m in ln for m in ("direct", " cg ", "pcg-amg"))]
+    assert len(rows) == 3 and all("yes" in r for r in rows), out
+    residuals = [float(r.split("│")[4]) for r in rows]
+    assert max(residuals) <= 1e-8
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_unknown_solve_method_lists_valid_names(capsys):

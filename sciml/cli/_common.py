@@ -33,7 +33,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
         t.add_column(str(h), justify="right" if h not in ("method", "dataset", "model", "name") else "left")
     for row in rows:
         t.add_row(*[fmt(v) for v in row])
-    Console().print(t)
+    console = Console()
+    # off a terminal rich assumes 80 columns and folds numbers; tables here are read in logs too
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(t)
 
 
 def fmt(v: Any) -> str:

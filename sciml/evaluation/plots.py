@@ -146,3 +146,20 @@ def plot_dataset(path: str | Path, out: str | Path, n: int = 3) -> Path:
         _show(fig, axes[i, 1], _field(_numpy(data.y[i])), f"{names[1]} (sample {i})")
     fig.suptitle(f"{sig.pde}: {Path(path).name}", fontsize=10)
     return _save(fig, out)
+
+
+def plot_residuals(results: Sequence, path: str | Path, title: str = "") -> Path:
+    """Relative residual ``||b - A x_k|| / ||b||`` against iteration, one line per solve result."""
+    fig = _figure(6, 4)
+    ax = fig.subplots()
+    for r in results:
+        res = np.asarray(r.residuals, dtype=float)
+        if res.size:
+            ax.semilogy(np.arange(res.size), res, marker="o" if res.size < 3 else None, lw=1.5,
+                        label=f"{r.method} ({r.iterations} it, {r.total_time:.3g} s)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("relative residual")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
