@@ -185,3 +185,9 @@ def test_train_config_flags_override_and_resume_continues(darcy16, tmp_path, cap
     r = ev["datasets"][0]
     assert 0 < r["rel_l2_mean"] < 1 and r["rel_l2_max"] >= r["rel_l2_mean"]
     assert r["solver_s_per_sample"] > 0 and r["model_s_per_sample"] > 0
+    code, out, err = run_cli(["info", run], capsys)
+    assert code == 0, err
+    assert "fno" in out and "epoch 4" in out and f"{r['rel_l2_mean']:.4g}" in out
+    code, out, err = run_cli(["plot", run, "--out", tmp_path / "loss.png"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

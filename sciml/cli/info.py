@@ -11,9 +11,9 @@ import typer
 def info(path: Annotated[Path, typer.Argument(help="A dataset file (.h5) or a run directory.")]) -> None:
     """Print shapes, value ranges, generator parameters and solver residuals (or a run's summary)."""
     if path.is_dir():
-        from ..training import load_run_summary
+        from ..training.summary import run_summary
 
-        print(load_run_summary(path))
+        print(run_summary(path))
         return
     from .. import datasets
 
