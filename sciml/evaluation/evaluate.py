@@ -22,7 +22,8 @@ from ..io import atomic_write_text
 from ..training.checkpoint import RunInfo, load_run
 from ..training.data import GridData, load_grid_data
 from ..training.normalisers import DataNormaliser
-from ..training.trainer import predict, resolve_device
+from ..training.build import resolve_device
+from ..training.trainer import predict
 from .metrics import relative_l2, summarise
 
 

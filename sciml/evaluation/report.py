@@ -49,7 +49,7 @@ def write_report(
     lines += [
         f"- model: `{info.model_name}` ({sum(p.numel() for p in model.parameters()):,} parameters), "
         f"trained {info.epoch} epochs on {info.signature.describe()} at {'x'.join(map(str, info.signature.shape))}",
-        f"- training options: " + ", ".join(
+        "- training options: " + ", ".join(
             f"{k}={info.config[k]}" for k in ("batch_size", "lr", "weight_decay", "optimizer", "scheduler", "loss", "normalise", "n_train", "seed")
             if k in info.config),
         f"- evaluated on device `{eval_result.get('device', 'cpu')}`",
