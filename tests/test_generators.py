@@ -27,8 +27,8 @@ def darcy_files(tmp_path_factory):
     return full, sub
 
 
-def test_available_lists_darcy_and_poisson():
-    assert datasets.available() == ["darcy", "poisson"]
+def test_available_lists_every_generator():
+    assert {"burgers", "condiff", "condiff-poisson", "darcy", "poisson", "poisson3d", "wave"} == set(datasets.available())
     assert datasets.config_class("darcy")().low == 3.0
     assert datasets.config_class("poisson")().forcing == "grf"
 
@@ -225,7 +225,7 @@ def test_progress_bar_writes_nothing_to_stdout(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, kwargs, error, message", [
-    ("heat", {}, UnknownNameError, "valid generators are: darcy, poisson"),
+    ("heat", {}, UnknownNameError, "valid generators are: burgers, condiff, condiff-poisson, darcy"),
     ("darcy", {"taus": 2.0}, ConfigError, "unknown key 'taus'.*did you mean 'tau'"),
     ("darcy", {"tau": 0.0}, ConfigError, "tau > 0"),
     ("darcy", {"resolution": 2}, ConfigError, "resolution must be at least 3"),

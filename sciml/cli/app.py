@@ -47,6 +47,7 @@ def _register() -> None:
 
     for module in (generate, info, train, evaluate, solve, run, plot, models):
         module.register(app)
+    from . import import_; import_.register(app)
 
 
 _register()

@@ -66,3 +66,38 @@ def grf_variance(shape: Sequence[int], alpha: float = 2.0, tau: float = 3.0) -> 
 def threshold(field: np.ndarray, low: float, high: float) -> np.ndarray:
     """Two-valued pushforward ``psi(g) = high`` where ``g >= 0`` and ``low`` where ``g < 0``."""
     return np.where(field >= 0, high, low)
+
+
+def periodic_grf_amplitudes(n: int, sigma: float = 25.0, tau: float = 5.0, gamma: float = 2.0) -> np.ndarray:
+    """Amplitudes ``a_k = sqrt(2) sigma ((2 pi k)^2 + tau^2)^(-gamma/2)``, ``k = 1..n//2``.
+
+    Mode-``k`` amplitude of :func:`periodic_grf` (FNO ``GRF1.m``,
+    ``neuraloperator/neuraloperator:data_generation/burgers/GRF1.m``). Returns ``(n // 2,)``.
+    """
+    if n < 2:
+        raise ConfigError(f"a periodic random field needs at least 2 grid points, got {n}")
+    if not (sigma > 0 and tau > 0 and gamma > 0):
+        raise ConfigError(f"periodic GRF needs sigma, tau, gamma > 0, got sigma={sigma}, tau={tau}, gamma={gamma}")
+    k = np.arange(1, n // 2 + 1, dtype=np.float64)
+    return np.sqrt(2.0) * sigma * ((2 * np.pi * k) ** 2 + tau**2) ** (-gamma / 2)
+
+
+def periodic_grf(rng: np.random.Generator, n: int, sigma: float = 25.0, tau: float = 5.0,
+                 gamma: float = 2.0) -> np.ndarray:
+    """One sample of ``N(0, sigma^2 (-Laplace + tau^2)^(-gamma))`` on the periodic ``[0, 1)``.
+
+    ``g(x_j) = sum_{k=1}^{n//2} a_k (xi_k cos(2 pi k x_j) + eta_k sin(2 pi k x_j))``,
+    ``x_j = j / n``, ``a_k`` from :func:`periodic_grf_amplitudes`, ``xi, eta ~ N(0, 1)``
+    (one draw of shape ``(2, n // 2)``: row 0 is ``xi``, row 1 ``eta``); mean zero, no
+    constant mode. With ``sigma = 25, tau = 5, gamma = 2`` this is the FNO Burgers "R10"
+    initial condition ``N(0, 625 (-Laplace + 25)^-2)`` (Li et al. 2021, arXiv 2010.08895).
+    Evaluated exactly by one inverse real FFT; returns float64 ``(n,)``.
+    """
+    amp = periodic_grf_amplitudes(n, sigma, tau, gamma)
+    xi, eta = rng.standard_normal((2, amp.size))
+    # irfft(X)_j = (1/n) [X_0 + 2 Re sum_k X_k e^{2 pi i j k / n}] (Nyquist counted once)
+    coef = np.zeros(n // 2 + 1, dtype=np.complex128)
+    coef[1:] = 0.5 * n * amp * (xi - 1j * eta)
+    if n % 2 == 0:  # cos(pi j) = (-1)^j; sin(pi j) = 0, so eta of the Nyquist mode drops out
+        coef[-1] = n * amp[-1] * xi[-1]
+    return np.fft.irfft(coef, n=n)

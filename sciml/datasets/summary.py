@@ -26,6 +26,16 @@ def _stats(var) -> dict[str, float]:
     return {"min": lo, "max": hi, "mean": total / max(count, 1)}
 
 
+def _distribution(values: np.ndarray) -> dict[str, float] | None:
+    """min, quartiles and max of the finite entries of a per-sample scalar (None if none)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    q = np.quantile(values, [0.0, 0.25, 0.5, 0.75, 1.0])
+    return dict(zip(("min", "q25", "median", "q75", "max"), (float(v) for v in q)))
+
+
 def _seed(value: Any) -> Any:
     # imported files may record a seed that is not an integer (or none at all)
     try:
@@ -43,7 +53,9 @@ def summary(path: str | Path) -> dict[str, Any]:
     (per variable: ``dims``, ``shape``, ``dtype``, ``min``, ``max``, ``mean``), ``coords``
     (per axis: ``size``, ``min``, ``max``), ``params``, ``seed``, ``grid``, ``solver``
     (name, tol, method, max_residual as stored), ``residual`` (``max`` and ``median`` of the
-    per-sample achieved relative residuals), ``sciml_version`` and ``created``.
+    per-sample achieved relative residuals), ``contrast`` (``min``, ``q25``, ``median``,
+    ``q75``, ``max`` of the per-sample coefficient contrast where the file stores one, as
+    ConDiff's does; else None), ``sciml_version`` and ``created``.
     """
     ds = open_dataset(path)
     try:
@@ -62,6 +74,7 @@ def summary(path: str | Path) -> dict[str, Any]:
             r = r[np.isfinite(r)]
             if r.size:
                 residual = {"max": float(r.max()), "median": float(np.median(r))}
+        contrast = _distribution(ds["contrast"].values) if "contrast" in ds else None
         return {
             "path": str(path),
             "pde": str(ds.attrs["pde"]),
@@ -75,6 +88,7 @@ def summary(path: str | Path) -> dict[str, Any]:
             "grid": str(ds.attrs["grid"]),
             "solver": attrs_json(ds, "solver"),
             "residual": residual,
+            "contrast": contrast,
             "sciml_version": str(ds.attrs.get("sciml_version", "")),
             "created": str(ds.attrs.get("created", "")),
         }
@@ -111,6 +125,10 @@ def format_summary(info: dict[str, Any]) -> str:
     if info.get("residual"):
         r = info["residual"]
         lines.append(f"  residual  max {r['max']:.3g}   median {r['median']:.3g}  (||b - A u|| / ||b|| per sample)")
+    if info.get("contrast"):
+        c = info["contrast"]
+        lines.append("  contrast  " + "   ".join(f"{k} {_num(c[k])}" for k in ("min", "q25", "median", "q75", "max"))
+                     + "  (k_max / k_min per sample)")
     params = info.get("params")
     if isinstance(params, dict):
         lines.append("  params    " + ", ".join(f"{k}={_num(v)}" for k, v in params.items()))

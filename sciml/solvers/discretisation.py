@@ -159,3 +159,96 @@ def interior(u: np.ndarray) -> np.ndarray:
 def pad_boundary(u_interior: np.ndarray) -> np.ndarray:
     """Embed interior nodal values into the full node grid with zero boundary values."""
     return np.pad(u_interior, 1)
+
+
+def cell_faces(k: np.ndarray) -> list[np.ndarray]:
+    """Face coefficients from cell-centred values: the mean of the cells adjacent to each edge.
+
+    The nodes ``x_p = p h`` (``p = 0..n+1``) are the corners of the ``(n+1)^dim`` cells that
+    carry ``k``. The edge from interior node ``p`` to ``p + e_d`` borders the ``2^(dim-1)``
+    cells ``p - e_e`` / ``p`` along every other axis ``e``; its coefficient is their mean
+    (in 2-D the arithmetic mean of the two cells on either side of the edge).
+
+    Parameters
+    ----------
+    k : cell values, shape ``(n+1,) * dim``.
+
+    Returns
+    -------
+    list of face arrays in the layout :func:`diffusion_operator` expects (interior shape ``n``).
+    """
+    k = np.asarray(k, dtype=np.float64)
+    faces = []
+    for d in range(k.ndim):
+        face = k
+        for e in range(k.ndim):
+            if e != d:  # average the neighbouring cells across axis e (n+1 -> n entries)
+                face = 0.5 * (np.take(face, np.arange(face.shape[e] - 1), axis=e)
+                              + np.take(face, np.arange(1, face.shape[e]), axis=e))
+        faces.append(face)
+    return faces
+
+
+def condiff_operator(k: np.ndarray) -> sp.csr_matrix:
+    """ConDiff's finite-volume matrix of ``-div(k grad u)``, ``u = 0`` on the boundary.
+
+    ``n x n`` unknowns at the interior nodes ``x_i = (i + 1) h``, ``h = 1 / (n + 1)``; ``k`` at
+    the ``(n+1)^2`` cell centres ``(i + 1/2) h``. The coupling of two neighbouring unknowns is
+    ``-(k_a + k_b) / 2 / h^2`` with ``k_a, k_b`` the two cells sharing their edge, and the
+    diagonal ``(k_sw + k_se + k_nw + k_ne) / h^2``, the sum of the four surrounding cells,
+    which is also the sum of the four edge coefficients (each cell borders two of the edges).
+    This is ``fd_mtx2`` of Trifonov et al. 2024 (arXiv 2406.04709,
+    ``condiff-dataset/ConDiff:condiff.py``) in C order. Second order (``ORDER``).
+
+    Parameters
+    ----------
+    k : cell-centred coefficient, shape ``(n+1, n+1)`` (or ``(n+1,) * dim``), ``n >= 1``.
+
+    Returns
+    -------
+    csr_matrix of shape ``(n^dim, n^dim)``, symmetric positive definite for ``k > 0``.
+    """
+    k = np.asarray(k)
+    if k.ndim < 1 or min(k.shape) < 2 or len(set(k.shape)) != 1:
+        raise ConfigError(f"the cell coefficient must be (n+1)^dim with n >= 1, got shape {k.shape}")
+    return diffusion_operator(cell_faces(k), 1.0 / k.shape[0])
+
+
+def masked_laplacian(solid: np.ndarray) -> sp.csr_matrix:
+    """``(2d+1)``-point ``-Laplace`` on the fluid points of a grid with solid obstacles.
+
+    Points ``x_i = (i + 1) h``, ``h = 1 / (n + 1)``, as :func:`laplacian`; ``solid`` marks the
+    obstacle points. A fluid row couples to its fluid neighbours with ``-1 / h^2``, counts
+    ``1 / h^2`` on the diagonal per fluid neighbour and per domain-boundary neighbour
+    (``p = 0`` there, Dirichlet) and nothing for a solid neighbour (zero flux across the
+    fluid-solid face: the MAC pressure Poisson matrix). A solid row is the decoupled
+    equation ``(2d / h^2) p = 0``: it keeps the unknown vector on the whole grid and adds
+    the eigenvalue ``2d / h^2``, which lies inside the fluid spectrum ``(0, 4d / h^2)``.
+    Without solids this is :func:`laplacian`. Second order (``ORDER``) away from obstacles;
+    at a face midway between a fluid and a solid point the no-flux condition is the
+    standard second-order cell-centred one.
+
+    Parameters
+    ----------
+    solid : boolean array of shape ``(n,) * dim``.
+
+    Returns
+    -------
+    csr_matrix of shape ``(n^dim, n^dim)``, symmetric; positive definite when every fluid
+    region touches the domain boundary.
+    """
+    solid = np.asarray(solid, dtype=bool)
+    if solid.ndim < 1 or min(solid.shape) < 1:
+        raise ConfigError(f"the solid mask must be a non-empty grid, got shape {solid.shape}")
+    fluid = ~solid
+    faces = []
+    for d in range(solid.ndim):
+        # a face conducts when both sides are fluid; the outside of the domain counts as fluid
+        edge = np.ones_like(np.take(fluid, [0], axis=d))
+        padded = np.concatenate([edge, fluid, edge], axis=d)
+        n_d = padded.shape[d]
+        faces.append((np.take(padded, np.arange(n_d - 1), axis=d) & np.take(padded, np.arange(1, n_d), axis=d))
+                     .astype(np.float64))
+    hs = [1.0 / (m + 1) for m in solid.shape]
+    A = diffusion_operator(faces, hs)
+    return (A + sp.diags(solid.reshape(-1) * sum(2.0 / h**2 for h in hs))).tocsr()
