@@ -194,3 +194,22 @@ def test_misuse_errors_are_one_line(tmp_path, darcy16):
         small_run(darcy16[0], tmp_path / "b", model_config={**SMALL_FNO, "in_channels": 3})
     with pytest.raises(DataError, match="not found"):
         small_run(tmp_path / "missing.h5", tmp_path / "c")
+
+
+def test_staggered_coefficient_is_averaged_onto_the_solution_grid(tmp_path):
+    """ConDiff stores k at the (n+1)^2 cell centres; on the n^2 nodes it is the mean of 4 cells."""
+    import numpy as np
+
+    from sciml import datasets
+
+    path = datasets.generate("condiff", n=2, resolution=8, seed=0, out=tmp_path / "c.h5", progress=False,
+                             dtype="float64")
+    data = training.load_grid_data(path)
+    with datasets.open(path) as ds:
+        k = ds["k"].values
+        f = ds["f"].values
+    expected = 0.25 * (k[:, :-1, :-1] + k[:, 1:, :-1] + k[:, :-1, 1:] + k[:, 1:, 1:])
+    assert data.x.shape == (2, 2, 8, 8)
+    np.testing.assert_allclose(data.x[:, 0].numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(data.x[:, 1].numpy(), f, rtol=1e-6)
+    assert data.signature.dims == ("x", "y")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..datasets.format import open_dataset, spatial_dims
+from ..datasets.format import open_dataset
 from ..errors import DataError
 
 
@@ -91,20 +91,64 @@ class GridData:
         return GridData(self.x[start:stop], self.y[start:stop], self.signature, self.path, self.coords)
 
 
+def _axis_weights(src: np.ndarray, dst: np.ndarray, name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Left indices and right weights of linear interpolation from ``src`` to ``dst`` points."""
+    tol = 1e-9 * max(1.0, float(np.ptp(src)))
+    if dst.min() < src.min() - tol or dst.max() > src.max() + tol:
+        raise DataError(f"{path}: the {name} grid [{dst.min():g}, {dst.max():g}] reaches outside its source grid "
+                        f"[{src.min():g}, {src.max():g}]; the variables cannot be put on one grid")
+    left = np.clip(np.searchsorted(src, dst, side="right") - 1, 0, len(src) - 2)
+    w = np.clip((dst - src[left]) / (src[left + 1] - src[left]), 0.0, 1.0)
+    return left, w
+
+
+def _resample(arr: np.ndarray, src: list[np.ndarray], dst: list[np.ndarray], names: list[str], path: Path) -> np.ndarray:
+    """Separable linear interpolation of the trailing ``len(src)`` axes of ``arr`` onto ``dst``.
+
+    Puts a staggered field on the output grid: e.g. ConDiff's ``k`` at cell centres
+    ``(i + 1/2) h`` becomes, at the nodes ``(i + 1) h``, the mean of the four surrounding cells.
+    """
+    nd = len(src)
+    for axis, (s, d, name) in enumerate(zip(src, dst, names)):
+        ax = arr.ndim - nd + axis
+        left, w = _axis_weights(s, d, name, path)
+        shape = [1] * arr.ndim
+        shape[ax] = len(d)
+        w = w.reshape(shape)
+        arr = np.take(arr, left, axis=ax) * (1 - w) + np.take(arr, left + 1, axis=ax) * w
+    return arr
+
+
 def _stack(ds, names: list[str], dims: list[str], n: int, path: Path) -> np.ndarray:
+    """Stack variables as channels on the grid ``dims``; a variable on another grid with as many
+    spatial axes (a staggered field) is linearly interpolated onto it by its coordinates."""
     parts = []
     for name in names:
         var = ds[name]
-        missing = [d for d in dims if d not in var.dims]
-        if missing:
-            raise DataError(
-                f"{path}: variable {name!r} has dims {var.dims}, expected the spatial dims {tuple(dims)} of the inputs"
-            )
-        extra = [d for d in var.dims if d != "sample" and d not in dims]
-        arr = var.isel(sample=slice(0, n)).transpose("sample", *extra, *dims).values
+        own = [d for d in var.dims if d not in ("sample", "t", "component")]
+        extra = [d for d in var.dims if d != "sample" and d not in own]
+        arr = var.isel(sample=slice(0, n)).transpose("sample", *extra, *own).values
+        arr = np.asarray(arr, dtype=np.float64 if own != list(dims) else np.float32)
+        if own != list(dims):
+            if len(own) != len(dims) or not all(d in ds.coords for d in (*own, *dims)):
+                raise DataError(
+                    f"{path}: variable {name!r} has dims {var.dims}, expected the spatial dims {tuple(dims)} of "
+                    "the outputs (or a staggered grid with coordinates)"
+                )
+            arr = _resample(arr, [ds[d].values.astype(np.float64) for d in own],
+                            [ds[d].values.astype(np.float64) for d in dims], own, path)
         arr = np.asarray(arr, dtype=np.float32)
         parts.append(arr.reshape(arr.shape[0], -1, *arr.shape[1 + len(extra):]))
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def _grid_dims(ds, path: Path) -> list[str]:
+    """Spatial dims of the first output variable: the grid every channel is put on."""
+    first = str(ds.attrs["outputs"]).split()[0]
+    dims = [d for d in ds[first].dims if d not in ("sample", "t", "component")]
+    if not dims:
+        raise DataError(f"{path}: output {first!r} has no spatial dimension; grid models need one")
+    return dims
 
 
 def load_grid_data(path: str | Path, n: int | None = None, clip: bool = False) -> GridData:
@@ -124,9 +168,7 @@ def load_grid_data(path: str | Path, n: int | None = None, clip: bool = False) -
         n = total if n is None else int(n)
         inputs = str(ds.attrs["inputs"]).split()
         outputs = str(ds.attrs["outputs"]).split()
-        dims = spatial_dims(ds)
-        if not dims:
-            raise DataError(f"{path}: input {inputs[0]!r} has no spatial dimension; grid models need one")
+        dims = _grid_dims(ds, path)
         x = _stack(ds, inputs, dims, n, path)
         y = _stack(ds, outputs, dims, n, path)
         coords = {d: np.asarray(ds[d].values, dtype=np.float64) for d in dims if d in ds.coords or d in ds}
