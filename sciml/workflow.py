@@ -55,20 +55,29 @@ class Experiment:
 
 
 def _generate_cached(path: Path, request: dict[str, Any], progress: bool = True) -> Path:
-    """Generate ``path`` unless it exists from the very same request (recorded next to it)."""
+    """Generate ``path`` unless it exists from the very same request (recorded next to it).
+
+    An interrupted generation of the same request resumes from its ``.partial`` file; one of
+    another request is discarded.
+    """
     from . import datasets
+    from .datasets.format import partial_path
 
     stamp = path.with_name(path.name + ".request.json")
     wanted = json.dumps(request, sort_keys=True)
-    if path.exists() and stamp.exists() and stamp.read_text() == wanted:
+    same = stamp.exists() and stamp.read_text() == wanted
+    if path.exists() and same:
         return path
-    if path.exists():
-        path.unlink()
+    path.unlink(missing_ok=True)
+    resume = same and partial_path(path).exists()
+    if not resume:
+        partial_path(path).unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(wanted)
     req = dict(request)
     pde = req.pop("pde")
     params = req.pop("params")
-    datasets.generate(pde, out=path, progress=progress, **req, **params)
-    stamp.write_text(wanted)
+    datasets.generate(pde, out=path, progress=progress, resume=resume, **req, **params)
     return path
 
 

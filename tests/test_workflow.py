@@ -60,3 +60,25 @@ def test_unknown_section_key_is_named(tmp_path):
         workflow.run(tiny_config(tmp_path, data={"pde": "darcy", "n_trian": 3}), progress=False)
     with pytest.raises(ConfigError, match="modle"):
         workflow.run(tiny_config(tmp_path, modle="fno"), progress=False)
+
+
+def test_interrupted_generation_resumes_with_the_same_result(tmp_path):
+    from sciml import datasets
+    from sciml.datasets.format import partial_path
+
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "batch_size": 8})
+    first = workflow.run(cfg, progress=False)
+    train_h5 = tmp_path / "exp" / "data" / "train.h5"
+    with datasets.open(train_h5) as ds:
+        reference = ds["u"].values.copy()
+    # fake an interruption: the finished file goes back to being a .partial with half the samples undone
+    import h5py
+
+    train_h5.rename(partial_path(train_h5))
+    with h5py.File(partial_path(train_h5), "a") as f:
+        f["done"][24:] = 0
+        f["u"][24:] = 0.0
+    again = workflow.run(cfg, progress=False)
+    with datasets.open(train_h5) as ds:
+        assert (ds["u"].values == reference).all()
+    assert again["rel_l2"] == pytest.approx(first["rel_l2"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,7 +21,10 @@ def generate(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Generator parameter KEY=VALUE (repeatable), e.g. -p low=4.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of generator parameters; -p overrides it.")] = None,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float64.")] = "float32",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file (and discard an unfinished OUT.partial).")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted generation from OUT.partial (same settings).")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Solve on N local worker processes (Dask); 1 (default) runs in this process.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Solve on the workers of a running Dask scheduler, e.g. tcp://10.0.0.1:8786.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     list_: Annotated[bool, typer.Option("--list", help="List the generators and exit.")] = False,
 ) -> None:
@@ -36,16 +40,24 @@ def generate(
         return
     if out is None:
         raise ConfigError("--out is required: the dataset file to write, e.g. --out train.h5")
+    partial = out.with_name(out.name + ".partial")
     if out.exists() and not overwrite:
-        raise DataError(f"{out} exists; choose another --out or pass --overwrite")
+        done = " (it is complete: nothing to resume)" if resume and not partial.exists() else ""
+        raise DataError(f"{out} exists{done}; choose another --out or pass --overwrite")
     if dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype must be float32 or float64, got {dtype!r}")
     params = load_yaml(config) if config else {}
     params.update(parse_assignments(param, "--param"))
-    path = datasets.generate(
-        pde, n=n, resolution=resolution, seed=seed, out=out, subsample=subsample,
-        progress=progress, dtype=dtype, **params,
-    )
+    if overwrite and not resume:
+        partial.unlink(missing_ok=True)
+    try:
+        path = datasets.generate(
+            pde, n=n, resolution=resolution, seed=seed, out=out, subsample=subsample, progress=progress,
+            dtype=dtype, resume=resume, workers=workers, scheduler=scheduler, **params,
+        )
+    except KeyboardInterrupt as exc:  # the library's message says how many samples are safe
+        sys.stderr.write(f"{exc or 'interrupted'}\n")
+        raise typer.Exit(130) from None
     print(f"wrote {path}")
     print(datasets.format_summary(datasets.summary(path)))
 

@@ -17,9 +17,12 @@ so a file under its final name is always complete.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -52,7 +55,12 @@ class DatasetWriter:
     variables : mapping of variable name -> dims after ``sample`` (e.g. ``("x", "y")``).
     attrs : global attributes (``pde``, ``inputs``, ``outputs``, ``params`` dict, ``seed``, ``grid``...).
     dtype : storage dtype of the data variables.
-    resume : reopen an existing ``.partial`` file (its ``params``/``seed`` must match).
+    resume : reopen an existing ``.partial`` file (its ``pde``, ``params``, ``seed``, ``n``
+        and ``dtype`` must match; DataError otherwise, and for a file a hard kill damaged).
+
+    Samples are flushed to disk at most once a second (:meth:`flush`), the ``done`` flags
+    after the data, so a ``.partial`` file left by any interruption names only samples
+    that are really in it.
     """
 
     def __init__(
@@ -65,8 +73,6 @@ class DatasetWriter:
         dtype: str = "float32",
         resume: bool = False,
     ):
-        import h5netcdf
-
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.n = int(n)
@@ -77,19 +83,26 @@ class DatasetWriter:
         attrs = dict(attrs)
         attrs["params"] = json.dumps(attrs.get("params", {}), sort_keys=True)
         if resume and self.tmp.exists():
-            self._f = h5netcdf.File(self.tmp, "a")
-            # HDF5 hands attributes back as numpy scalars (seed 2 -> np.int64(2)); compare plain values
-            old = {k: _plain(self._f.attrs.get(k)) for k in ("params", "seed", "pde")}
-            new = {k: _plain(attrs.get(k)) for k in ("params", "seed", "pde")}
-            if json.dumps(old, default=str, sort_keys=True) != json.dumps(new, default=str, sort_keys=True):
-                self._f.close()
-                raise DataError(
-                    f"{self.tmp} was started with other parameters; delete it or drop --resume"
-                )
+            try:
+                self._h5, self._f = _open(self.tmp, "a")
+            except Exception as exc:  # h5py raises OSError, KeyError... for damaged files
+                raise _damaged(self.tmp, exc) from None
+            try:
+                self._check_resumable(attrs, variables, dtype)
+                self._done = np.asarray(self._f.variables["done"][:], dtype=bool)
+                self._residual = np.asarray(self._f.variables["residual"][:], dtype=np.float64)
+                self._datasets = {v: self._h5[v] for v in variables}
+            except BaseException as exc:
+                self._f.close()  # without our flush (h5netcdf writes nothing to an existing file)
+                self._h5.close()
+                if isinstance(exc, Exception) and not isinstance(exc, DataError):
+                    raise _damaged(self.tmp, exc) from None  # h5py raises many types for damaged files
+                raise
             return
         from .. import __version__
 
-        self._f = f = h5netcdf.File(self.tmp, "w")
+        self._h5, self._f = _open(self.tmp, "w")
+        f = self._f
         f.dimensions = {"sample": self.n, **{k: len(v) for k, v in coords.items()}}
         for name, values in coords.items():
             v = f.create_variable(name, (name,), "f8")
@@ -100,51 +113,157 @@ class DatasetWriter:
         f.create_variable("done", ("sample",), "u1", fillvalue=0)
         f.create_variable("residual", ("sample",), "f8", fillvalue=np.nan)
         f.variables["done"][:] = np.zeros(self.n, "u1")
+        self._done = np.zeros(self.n, dtype=bool)
+        self._residual = np.full(self.n, np.nan)
+        # h5netcdf's Variable.__setitem__ looks the dataset up four times per call (0.76 ms
+        # against 0.19 ms for the write itself); for plain numeric variables it is the
+        # h5py dataset's __setitem__, so samples are written through h5py directly
+        self._datasets = {v: self._h5[v] for v in variables}
         f.attrs["sciml_format"] = FORMAT_VERSION
         f.attrs["sciml_version"] = __version__
         f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         for key, value in attrs.items():
             f.attrs[key] = value if not isinstance(value, (dict, list)) else json.dumps(value)
+        self.flush()  # the empty file's structure is on disk before any sample: a kill leaves it readable
+
+    def _check_resumable(self, attrs: Mapping[str, Any], variables: Mapping[str, Sequence[str]], dtype: str) -> None:
+        f = self._f
+        # HDF5 hands attributes back as numpy scalars (seed 2 -> np.int64(2)); compare plain values
+        old = {k: _plain(f.attrs.get(k)) for k in ("params", "seed", "pde")}
+        new = {k: _plain(attrs.get(k)) for k in ("params", "seed", "pde")}
+        if json.dumps(old, default=str, sort_keys=True) != json.dumps(new, default=str, sort_keys=True):
+            changed = sorted(k for k in old if old[k] != new[k])
+            raise DataError(
+                f"{self.tmp} was started with other parameters ({_describe(old, new, changed)}); "
+                "resume with the same settings, or delete it to start again"
+            )
+        held = int(f.dimensions["sample"].size)
+        if held != self.n:
+            raise DataError(
+                f"{self.tmp} holds {held} samples, not n={self.n}; resume with n={held}, or delete it to start again"
+            )
+        missing = [v for v in (*variables, "done", "residual") if v not in f.variables]
+        if missing:
+            raise DataError(f"{self.tmp} lacks variable(s) {', '.join(missing)}; delete it and start again")
+        stored = {str(f.variables[v].dtype) for v in variables}
+        if stored != {str(np.dtype(dtype))}:
+            raise DataError(
+                f"{self.tmp} stores {', '.join(sorted(stored))}, not {dtype}; resume with dtype "
+                f"{sorted(stored)[0]}, or delete it to start again"
+            )
 
     def done(self) -> np.ndarray:
-        """Boolean mask of finished samples."""
-        return np.asarray(self._f.variables["done"][:], dtype=bool)
+        """Boolean mask of finished samples (written ones, flushed to disk or not)."""
+        return self._done.copy()
 
     def residuals(self) -> np.ndarray:
         """Achieved relative residual of every sample (NaN where not done)."""
-        return np.asarray(self._f.variables["residual"][:], dtype=np.float64)
+        return np.where(self._done, self._residual, np.nan)
 
     def write(self, i: int, residual: float = float("nan"), **arrays: np.ndarray) -> None:
         """Store sample ``i`` (all its variables) and mark it done."""
         for name, value in arrays.items():
-            self._f.variables[name][i] = value
-        self._f.variables["residual"][i] = residual
-        self._f.variables["done"][i] = 1
+            self._datasets[name][i] = value
+        self._residual[i] = residual
+        self._done[i] = True
         # flushing costs ~2 ms; at most once a second keeps small samples cheap while an
         # interruption loses at most a second of work (unflushed samples are simply redone)
-        now = time.monotonic()
-        if now - self._last_flush > 1.0:
+        if time.monotonic() - self._last_flush > 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Put every written sample on disk, data first, ``residual`` and ``done`` flags after.
+
+        A hard kill (SIGKILL, a node failure) can stop the process at any point, so the
+        on-disk ``done`` flags only ever name samples whose data were flushed before them;
+        samples written since the last flush are lost and redone on resume. Ctrl-C during
+        the flush is held back until the file is consistent.
+        """
+        # h5netcdf's flush() only writes its attributes (_NCProperties); H5Fflush is h5py's
+        with _sigint_deferred():
             self._f.flush()
-            self._last_flush = now
+            self._h5.flush()
+            self._h5["residual"][:] = self._residual
+            self._h5["done"][:] = self._done.astype("u1")
+            self._h5.flush()
+        self._last_flush = time.monotonic()
 
     def set_attr(self, key: str, value: Any) -> None:
         self._f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
 
     def finish(self) -> Path:
         """Close and rename into place; refuses when samples are missing."""
-        missing = int((~self.done()).sum())
-        self._f.close()
+        missing = int((~self._done).sum())
+        self.close()
         if missing:
             raise DataError(f"{missing} samples of {self.tmp} are not done; rerun with --resume")
         os.replace(self.tmp, self.path)
         return self.path
 
     def close(self) -> None:
-        """Close without finishing (the ``.partial`` file stays for ``--resume``)."""
-        try:
-            self._f.close()
-        except Exception:  # already closed
-            pass
+        """Flush and close without finishing (the ``.partial`` file stays for ``--resume``)."""
+        if not self._h5.id.valid:  # closed already
+            return
+        with _sigint_deferred():
+            try:
+                self.flush()
+                self._f.close()
+            finally:
+                self._h5.close()
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold SIGINT (Ctrl-C) off for the block; raise KeyboardInterrupt after it if one came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and previous is signal.default_int_handler:
+        raise KeyboardInterrupt
+    if received and callable(previous):
+        previous(signal.SIGINT, None)
+
+
+def _open(path: Path, mode: str):
+    """``(h5py.File, h5netcdf.File)`` on ``path``; the h5py handle is kept for real flushes."""
+    import h5netcdf
+    import h5py
+
+    h5 = h5py.File(path, mode, track_order=True)  # track_order as h5netcdf sets it (netCDF4 wants it)
+    try:
+        return h5, h5netcdf.File(h5, mode)
+    except BaseException:
+        h5.close()
+        raise
+
+
+def _damaged(path: Path, exc: BaseException) -> DataError:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, BlockingIOError) or "unable to lock file" in text:
+        return DataError(
+            f"{path} is open in another process (another generation still running?); "
+            "wait for it or stop it, then resume"
+        )
+    return DataError(
+        f"{path} cannot be reopened ({text}); a hard kill left it damaged: delete it and start again"
+    )
+
+
+def _describe(old: dict, new: dict, keys: list[str]) -> str:
+    parts = []
+    for k in keys:
+        if k == "params":
+            a, b = json.loads(old[k] or "{}"), json.loads(new[k] or "{}")
+            parts += [f"{p} {a.get(p)!r} there, {b.get(p)!r} now" for p in sorted(set(a) | set(b)) if a.get(p) != b.get(p)]
+        else:
+            parts.append(f"{k} {old[k]!r} there, {new[k]!r} now")
+    return "; ".join(parts)
 
 
 def _fail(path: Path, what: str) -> DataError:

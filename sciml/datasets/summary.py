@@ -124,7 +124,8 @@ def format_summary(info: dict[str, Any]) -> str:
         lines.append(f"  solver    {'   '.join(parts)}")
     if info.get("residual"):
         r = info["residual"]
-        lines.append(f"  residual  max {r['max']:.3g}   median {r['median']:.3g}  (||b - A u|| / ||b|| per sample)")
+        meaning = solver.get("residual", "||b - A u|| / ||b||") if isinstance(solver, dict) else "||b - A u|| / ||b||"
+        lines.append(f"  residual  max {r['max']:.3g}   median {r['median']:.3g}  ({meaning} per sample)")
     if info.get("contrast"):
         c = info["contrast"]
         lines.append("  contrast  " + "   ".join(f"{k} {_num(c[k])}" for k in ("min", "q25", "median", "q75", "max"))
