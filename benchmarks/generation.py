@@ -14,6 +14,7 @@ sample, the ratio generation / bare solve (TARGETS.md goal: <= 1.1) and the rati
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -49,29 +50,37 @@ def timed_generate(name: str, s: int, n: int, params: dict, out: Path, workers: 
     return time.perf_counter() - t0
 
 
-def bench(name: str, s: int, params: dict, n: int, folder: Path) -> dict:
+def bench(name: str, s: int, params: dict, n: int, folder: Path, scaling_s: float) -> dict:
     gen = create(name, resolution=s, **params)
     gen.sample(0, n)  # warm-up: one-time imports and caches are not per-sample costs
     serial = timed_generate(name, s, n, params, folder / f"{name}{s}.h5", workers=1)
-    parallel = timed_generate(name, s, n, params, folder / f"{name}{s}_w2.h5", workers=2)
     bare = sum(bare_solve(gen, 0, i) for i in range(n)) / n
+    # the worker comparison gets enough samples for ~scaling_s seconds of serial work, so that the
+    # cluster's fixed start-up cost (~1 s) weighs as it would in a real run
+    m = max(n, math.ceil(scaling_s * n / serial))
+    serial_m = serial if m == n else timed_generate(name, s, m, params, folder / f"{name}{s}_m.h5", workers=1)
+    parallel = timed_generate(name, s, m, params, folder / f"{name}{s}_w2.h5", workers=2)
     return {"case": f"{name} {s}", "samples_per_s": n / serial, "generate_s": serial / n, "bare_s": bare,
-            "ratio": serial / n / bare, "workers2": parallel / serial}
+            "ratio": serial / n / bare, "workers2": parallel / serial_m, "m": m}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 4 samples each")
     parser.add_argument("-n", type=int, default=None, help="samples per case")
+    parser.add_argument("--scaling-seconds", type=float, default=None,
+                        help="serial work per case in the 1 -> 2 worker comparison (default 10, quick 3)")
     args = parser.parse_args()
     cases = QUICK if args.quick else FULL
     n = args.n or (4 if args.quick else 16)
-    print(f"{'case':>14} {'samples/s':>10} {'gen s/sample':>13} {'bare solve':>11} {'ratio':>6} {'2 workers / 1':>14}")
+    scaling = args.scaling_seconds or (3.0 if args.quick else 10.0)
+    print(f"{'case':>14} {'samples/s':>10} {'gen s/sample':>13} {'bare solve':>11} {'ratio':>6} "
+          f"{'2 workers / 1':>14} {'(samples)':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, s, params in cases:
-            r = bench(name, s, params, n, Path(tmp))
+            r = bench(name, s, params, n, Path(tmp), scaling)
             print(f"{r['case']:>14} {r['samples_per_s']:>10.2f} {r['generate_s']:>13.4f} {r['bare_s']:>11.4f} "
-                  f"{r['ratio']:>6.2f} {r['workers2']:>14.2f}", flush=True)
+                  f"{r['ratio']:>6.2f} {r['workers2']:>14.2f} {r['m']:>9}", flush=True)
 
 
 if __name__ == "__main__":
