@@ -20,6 +20,8 @@ seeding parafields), the distributions are the recipe's.
 
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 from typing import Literal, Optional
 
@@ -137,8 +139,9 @@ class _CondiffGrid(LinearGenerator):
         """White noise ``f ~ N(0, 1)`` per unknown (ConDiff's right-hand side)."""
         return rng.standard_normal(self.unknown_shape())
 
+    @abc.abstractmethod
     def coefficient(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
     def assemble(self, inputs: dict[str, np.ndarray]):
         f = np.asarray(inputs["f"], dtype=np.float64)

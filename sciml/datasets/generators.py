@@ -11,6 +11,8 @@ Public functions: :func:`available`, :func:`config_class`, :func:`create`, :func
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import dataclasses
 import time
@@ -66,7 +68,7 @@ class Solved:
     method: str
 
 
-class Generator:
+class Generator(abc.ABC):
     """Base of all generators: grid, input draw, classical solve, subsampled storage.
 
     Subclasses set ``Config``, ``inputs``, ``outputs``, ``grid`` and implement
@@ -82,17 +84,20 @@ class Generator:
     def __init__(self, config: Any):
         self.config = config
 
+    @abc.abstractmethod
     def coords(self) -> dict[str, np.ndarray]:
         """Full-resolution spatial coordinates, in axis order."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def draw_inputs(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Random inputs of one sample on the full grid."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def solve(self, inputs: dict[str, np.ndarray]) -> Solved:
         """Classical solve of one sample on the full grid."""
-        raise NotImplementedError
+        ...
 
     def variables(self) -> dict[str, tuple[str, ...]]:
         """Stored variables and their dims after ``sample``."""
@@ -125,17 +130,20 @@ class LinearGenerator(Generator):
     Subclasses implement :meth:`assemble` and :meth:`outputs_from`.
     """
 
+    @abc.abstractmethod
     def assemble(self, inputs: dict[str, np.ndarray]):
         """``(A, b)``: CSR matrix and right-hand side of the sample (float64)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def outputs_from(self, x: np.ndarray, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Output fields on the full grid from the solution vector ``x``."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def unknown_shape(self) -> tuple[int, ...]:
         """Grid shape of the unknowns: ``x.reshape(unknown_shape())``."""
-        raise NotImplementedError
+        ...
 
     #: whether every matrix of this generator is symmetric (spares ``auto`` the test)
     symmetric: ClassVar[bool | None] = None

@@ -7,6 +7,8 @@ so one test covers the whole registry.
 
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +31,7 @@ available = _MODELS.available
 get = _MODELS.get
 
 
-class Operator(nn.Module):
+class Operator(nn.Module, metaclass=abc.ABCMeta):
     """Base of all neural operators.
 
     Grid operators: ``forward(x: (B, C_in, *S)) -> (B, C_out, *S)``.
@@ -59,9 +61,10 @@ class Operator(nn.Module):
         """Small configs for tests (one per supported dimension or variant)."""
         return [cls.Config()]
 
+    @abc.abstractmethod
     def example_input(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         """Inputs for ``forward`` of a small problem this model accepts."""
-        raise NotImplementedError  # every registered model overrides it (tested)
+        ...
 
 
 def create(name_or_model: str | Operator, **config: Any) -> Operator:

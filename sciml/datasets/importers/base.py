@@ -4,6 +4,8 @@ terms and read a block of samples at a time), the importer registry, and shared 
 
 from __future__ import annotations
 
+import abc
+
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -20,7 +22,7 @@ def _load_all() -> None:
 IMPORTERS: Registry = Registry("import format", _load_all)
 
 
-class Source:
+class Source(abc.ABC):
     """An opened file of a foreign format, described as a sciml dataset.
 
     Subclasses take the file path and their format options (named in ``options``), open
@@ -53,9 +55,10 @@ class Source:
     params: dict[str, Any]
     dtype: np.dtype
 
+    @abc.abstractmethod
     def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Samples ``start..stop-1`` of every variable, each ``(stop - start, *dims)``."""
-        raise NotImplementedError
+        ...
 
     def residuals(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """Relative residual of each sample of a block, where the source's system is known."""

@@ -9,6 +9,8 @@ transposed back here. Both readers present arrays in MATLAB's own axis order.
 
 from __future__ import annotations
 
+import abc
+
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +29,27 @@ def _matlab_class(dset) -> str | None:
     return value.decode() if isinstance(value, bytes) else None if value is None else str(value)
 
 
-class MatFile:
+class MatFile(abc.ABC):
     """An opened .mat file: numeric arrays by key, in MATLAB axis order."""
 
     version: str
 
+    @abc.abstractmethod
     def keys(self) -> list[str]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def shape(self, key: str) -> tuple[int, ...]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def dtype(self, key: str) -> np.dtype:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def read(self, key: str, start: int, stop: int, stride: int = 1) -> np.ndarray:
         """Rows ``start..stop-1`` of the first axis, the other axes strided by ``stride``."""
-        raise NotImplementedError
+        ...
 
     def close(self) -> None:
         pass
