@@ -191,3 +191,18 @@ def test_train_config_flags_override_and_resume_continues(darcy16, tmp_path, cap
     code, out, err = run_cli(["plot", run, "--out", tmp_path / "loss.png"], capsys)
     assert code == 0, err
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nan_in_data_is_refused_naming_variable_and_sample(darcy16, tmp_path, capsys):
+    import shutil
+
+    import h5py
+
+    train, _ = darcy16
+    bad = tmp_path / "nan.h5"
+    shutil.copy(train, bad)
+    with h5py.File(bad, "a") as f:
+        f["u"][5, 3, 3] = np.nan
+    code, _, err = run_cli(["train", "fno", "--data", bad, "--out", tmp_path / "r"], capsys)
+    assert_one_line_error(code, err, "nan.h5", "'u'", "NaN", "sample 5")
+    assert not (tmp_path / "r").exists()

@@ -270,6 +270,24 @@ def _fail(path: Path, what: str) -> DataError:
     return DataError(f"{path}: {what}")
 
 
+def _first_nonfinite(var, block_bytes: int = 64 * 2**20) -> int | None:
+    """Index of the first sample of ``var`` holding NaN/Inf, or None; reads ~64 MB at a time so a
+    multi-GB file is checked in bounded memory."""
+    if var.dtype.kind != "f":
+        return None
+    if "sample" not in var.dims:
+        return None if np.isfinite(var.values).all() else 0
+    n = var.sizes["sample"]
+    per_sample = max(1, var.dtype.itemsize * int(np.prod([var.sizes[d] for d in var.dims if d != "sample"])))
+    step = max(1, block_bytes // per_sample)
+    for start in range(0, n, step):
+        block = np.asarray(var.isel(sample=slice(start, start + step)).values)
+        finite = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+        if not finite.all():
+            return start + int(np.argmin(finite))
+    return None
+
+
 def open_dataset(path: str | Path, variables: Iterable[str] | None = None, check_finite: bool = True):
     """Open and validate a sciml dataset file; returns an ``xarray.Dataset``.
 
@@ -314,10 +332,12 @@ def open_dataset(path: str | Path, variables: Iterable[str] | None = None, check
             ds.close()
             raise _fail(path, f"{n} samples are not finished; rerun the generation with --resume")
         if check_finite:
-            for v in names:
-                if ds[v].dtype.kind == "f" and not np.isfinite(ds[v].values).all():
+            for v in dict.fromkeys(names):
+                bad = _first_nonfinite(ds[v])
+                if bad is not None:
                     ds.close()
-                    raise _fail(path, f"variable {v!r} contains NaN or Inf values; regenerate or clean the data")
+                    raise _fail(path, f"variable {v!r} contains NaN or Inf values (first in sample {bad}); "
+                                      "regenerate or clean the data")
     except DataError:
         raise
     except Exception as exc:
