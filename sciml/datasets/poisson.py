@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..solvers import discretisation
 from .generators import LinearGenerator, check_common, register
-from .random_fields import neumann_grf
+from .random_fields import check_forcing, random_forcing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +47,7 @@ class PoissonConfig:
         check_common(self, min_resolution=1)
         if self.dim not in (2, 3):
             raise ConfigError(f"poisson dim must be 2 or 3, got {self.dim}")
-        if self.forcing not in ("grf", "white_noise"):
-            raise ConfigError(f"poisson forcing must be 'grf' or 'white_noise', got {self.forcing!r}")
-        if not (self.tau > 0 and self.alpha > 0):
-            raise ConfigError(f"poisson needs tau > 0 and alpha > 0, got tau={self.tau}, alpha={self.alpha}")
+        check_forcing("poisson", self.forcing, self.alpha, self.tau)
         if self.subsample > self.resolution:
             raise ConfigError(f"subsample {self.subsample} exceeds the {self.resolution} nodes per axis")
 
@@ -76,9 +73,7 @@ class Poisson(LinearGenerator):
     def draw_inputs(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         c = self.config
         shape = self.unknown_shape()
-        if c.forcing == "white_noise":
-            return {"f": rng.standard_normal(shape)}
-        return {"f": neumann_grf(rng, shape, c.alpha, c.tau)}
+        return {"f": random_forcing(rng, shape, c.forcing, c.alpha, c.tau)}
 
     def assemble(self, inputs: dict[str, np.ndarray]):
         f = np.asarray(inputs["f"], dtype=np.float64)

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..solvers import discretisation
 from .generators import LinearGenerator, check_common, register
-from .random_fields import neumann_grf
+from .random_fields import check_forcing, random_forcing
 
 # auto solver crossover, measured on this project's 2-core CPU (default obstacles, tol 1e-10,
 # setup included): Jacobi-PCG vs RS-AMG-PCG took 0.06-0.08 vs 0.20-0.22 s at 32^3,
@@ -71,10 +71,7 @@ class Poisson3dConfig:
             raise ConfigError(f"n_boxes and n_spheres must be >= 0, got {self.n_boxes}, {self.n_spheres}")
         _check_range("box_size", self.box_size, 1.0)
         _check_range("sphere_radius", self.sphere_radius, 0.5)
-        if self.forcing not in ("grf", "white_noise"):
-            raise ConfigError(f"poisson3d forcing must be 'grf' or 'white_noise', got {self.forcing!r}")
-        if not (self.tau > 0 and self.alpha > 0):
-            raise ConfigError(f"poisson3d needs tau > 0 and alpha > 0, got tau={self.tau}, alpha={self.alpha}")
+        check_forcing("poisson3d", self.forcing, self.alpha, self.tau)
 
 
 def random_obstacles(rng: np.random.Generator, x: np.ndarray, n_boxes: int, n_spheres: int,
@@ -144,7 +141,7 @@ class Poisson3d(LinearGenerator):
                 f"poisson3d: the obstacles fill the whole {c.resolution}^3 grid; use fewer or smaller boxes/spheres"
             )
         shape = self.unknown_shape()
-        f = rng.standard_normal(shape) if c.forcing == "white_noise" else neumann_grf(rng, shape, c.alpha, c.tau)
+        f = random_forcing(rng, shape, c.forcing, c.alpha, c.tau)
         return {"mask": solid.astype(np.float64), "f": np.where(solid, 0.0, f)}
 
     def method(self, A) -> str:

@@ -101,3 +101,21 @@ def periodic_grf(rng: np.random.Generator, n: int, sigma: float = 25.0, tau: flo
     if n % 2 == 0:  # cos(pi j) = (-1)^j; sin(pi j) = 0, so eta of the Nyquist mode drops out
         coef[-1] = n * amp[-1] * xi[-1]
     return np.fft.irfft(coef, n=n)
+
+
+FORCINGS = ("grf", "white_noise")
+
+
+def check_forcing(pde: str, forcing: str, alpha: float, tau: float) -> None:
+    """ConfigError unless ``forcing`` is one of :data:`FORCINGS` with a valid GRF (``tau, alpha > 0``)."""
+    if forcing not in FORCINGS:
+        raise ConfigError(f"{pde} forcing must be 'grf' or 'white_noise', got {forcing!r}")
+    if not (tau > 0 and alpha > 0):
+        raise ConfigError(f"{pde} needs tau > 0 and alpha > 0, got tau={tau}, alpha={alpha}")
+
+
+def random_forcing(rng: np.random.Generator, shape: Sequence[int], forcing: str, alpha: float, tau: float) -> np.ndarray:
+    """A right-hand side of ``shape``: white noise ``N(0, 1)`` per point or the Neumann GRF."""
+    if forcing == "white_noise":
+        return rng.standard_normal(tuple(shape))
+    return neumann_grf(rng, shape, alpha, tau)
