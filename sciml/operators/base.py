@@ -42,6 +42,9 @@ class Operator(nn.Module, metaclass=abc.ABCMeta):
     name: ClassVar[str] = ""
     Config: ClassVar[type]
     input_kind: ClassVar[str] = "grid"
+    #: whether a trained model can be applied on another grid (or point set) than it was trained on;
+    #: False for models with fixed sensors (DeepONet's branch net)
+    resolution_independent: ClassVar[bool] = True
 
     def __init__(self, config: Any):
         super().__init__()

@@ -96,6 +96,7 @@ class DeepONet(Operator):
 
     Config = DeepONetConfig
     input_kind = "points"
+    resolution_independent = False
 
     def __init__(self, config: DeepONetConfig):
         super().__init__(config)

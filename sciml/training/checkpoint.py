@@ -59,8 +59,11 @@ class RunInfo:
 
     @property
     def resolution_independent(self) -> bool:
-        """Grid operators act on any resolution; point operators here use fixed sensors."""
-        return self.input_kind == "grid"
+        """Whether the model may be applied on another grid than it was trained on (the model
+        class's ``resolution_independent``: False for fixed-sensor models such as DeepONet)."""
+        from ..operators import base
+
+        return bool(getattr(base.get(self.model_name), "resolution_independent", self.input_kind == "grid"))
 
 
 # ----------------------------------------------------------------------------- model files
