@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -213,3 +214,30 @@ def test_staggered_coefficient_is_averaged_onto_the_solution_grid(tmp_path):
     np.testing.assert_allclose(data.x[:, 0].numpy(), expected, rtol=1e-6)
     np.testing.assert_allclose(data.x[:, 1].numpy(), f, rtol=1e-6)
     assert data.signature.dims == ("x", "y")
+
+
+def test_h1_loss_is_relative_l2_weighted_by_wavenumbers():
+    from sciml.training.losses import relative_h1
+
+    n = 32
+    x = torch.arange(n, dtype=torch.float64) / n
+    true = torch.sin(2 * torch.pi * 3 * x).reshape(1, 1, n)  # wavenumber 3
+    err = 0.01 * torch.sin(2 * torch.pi * 5 * x).reshape(1, 1, n)  # wavenumber 5
+    got = float(relative_h1(true + err, true))
+    # Parseval: ||w F e|| / ||w F t|| = 0.01 * sqrt(1 + 25) / sqrt(1 + 9)
+    assert abs(got - 0.01 * math.sqrt(26 / 10)) < 1e-12
+    # with both errors at the same wavenumber the weights cancel: equal to the relative L2
+    u = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    y = torch.sin(2 * torch.pi * torch.arange(8, dtype=torch.float64) / 8).reshape(1, 1, 8, 1).expand(2, 1, 8, 8)
+    assert torch.allclose(relative_h1(1.1 * y, y), torch.full((2,), 0.1, dtype=torch.float64))
+    assert relative_h1(u, u).abs().max() == 0
+
+
+def test_onecycle_schedule_peaks_at_lr_and_trains_with_h1(tmp_path, darcy16):
+    summary = small_run(darcy16[0], tmp_path / "r", epochs=5, scheduler="onecycle", loss="h1", lr=1e-3)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows]
+    assert abs(lrs[0] - 5e-4) < 1e-12 and abs(max(lrs) - 1e-3) < 1e-12 and lrs[-1] < lrs[1]
+    assert math.isfinite(summary["train_loss"]) and rows[-1]["train_loss"] < rows[0]["train_loss"]
+    with pytest.raises(ConfigError, match="onecycle"):
+        training.train(out=tmp_path / "r", resume=True, epochs=8, progress=False, figures=False)

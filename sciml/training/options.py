@@ -26,8 +26,10 @@ class TrainOptions:
     batch_size, lr, weight_decay: minibatch size, learning rate, L2 weight decay.
     optimizer: ``adam`` (coupled weight decay, as FNO) or ``adamw``.
     scheduler: ``step`` (StepLR(step_size, gamma), stepped once per epoch), ``cosine``
-        (cosine annealing to 0 over ``epochs``) or ``none``.
-    loss: ``rel_l2`` (mean per-sample relative L2) or ``mse``, on decoded outputs.
+        (cosine annealing to 0 over ``epochs``), ``onecycle`` (OneCycleLR stepped per epoch,
+        peak ``lr``, start ``lr/2``, end ``lr/200``, 20% warm-up: MgNO's Darcy schedule) or ``none``.
+    loss: ``rel_l2`` (mean per-sample relative L2), ``h1`` (relative H1, MgNO's Darcy loss) or
+        ``mse``, on decoded outputs.
     normalise: ``pointwise`` | ``global`` | ``none`` (applied to inputs and outputs).
     n_train: use the first ``n_train`` samples of the training file (all when None).
     val_fraction: hold out this fraction of the training samples (the last ones) for validation.
@@ -46,10 +48,10 @@ class TrainOptions:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     optimizer: Literal["adam", "adamw"] = "adam"
-    scheduler: Literal["step", "cosine", "none"] = "step"
+    scheduler: Literal["step", "cosine", "onecycle", "none"] = "step"
     step_size: int = 100
     gamma: float = 0.5
-    loss: Literal["rel_l2", "mse"] = "rel_l2"
+    loss: Literal["rel_l2", "h1", "mse"] = "rel_l2"
     normalise: Literal["pointwise", "global", "none"] = "pointwise"
     n_train: Optional[int] = None
     val_fraction: float = 0.0
@@ -72,10 +74,11 @@ class TrainOptions:
         need(self.lr > 0, "'lr' must be > 0", self.lr)
         need(self.weight_decay >= 0, "'weight_decay' must be >= 0", self.weight_decay)
         need(self.optimizer in ("adam", "adamw"), "'optimizer' must be one of ['adam', 'adamw']", self.optimizer)
-        need(self.scheduler in ("step", "cosine", "none"), "'scheduler' must be one of ['step', 'cosine', 'none']", self.scheduler)
+        need(self.scheduler in ("step", "cosine", "onecycle", "none"),
+             "'scheduler' must be one of ['step', 'cosine', 'onecycle', 'none']", self.scheduler)
         need(self.step_size >= 1, "'step_size' must be >= 1", self.step_size)
         need(self.gamma > 0, "'gamma' must be > 0", self.gamma)
-        need(self.loss in ("rel_l2", "mse"), "'loss' must be one of ['rel_l2', 'mse']", self.loss)
+        need(self.loss in ("rel_l2", "h1", "mse"), "'loss' must be one of ['rel_l2', 'h1', 'mse']", self.loss)
         need(self.normalise in ("pointwise", "global", "none"), "'normalise' must be one of ['pointwise', 'global', 'none']", self.normalise)
         need(self.n_train is None or self.n_train >= 2, "'n_train' must be >= 2 (or null for all samples)", self.n_train)
         need(0.0 <= self.val_fraction < 1.0, "'val_fraction' must be in [0, 1)", self.val_fraction)
