@@ -93,6 +93,18 @@ def test_fixed_sensor_models_need_the_training_resolution(tmp_path, darcy16):
     fine = datasets.generate("darcy", n=2, resolution=20, seed=5, out=tmp_path / "fine.h5", progress=False)
     with pytest.raises(ModelError, match="deeponet .* needs the training resolution 16x16, got 20x20"):
         evaluation.evaluate(out, data=[fine], n_solver_samples=0)
+    # several resolutions: the one it cannot read is reported in its row, the other is evaluated
+    both = evaluation.evaluate(out, data=[darcy16[1], fine], n_solver_samples=0)["datasets"]
+    assert both[0]["rel_l2_mean"] == same["rel_l2_mean"]
+    assert set(both[1]) == {"path", "error"} and "needs the training resolution 16x16" in both[1]["error"]
+    from typer.testing import CliRunner
+
+    from sciml.cli.app import app
+
+    res = CliRunner().invoke(app, ["evaluate", str(out), "--data", str(darcy16[1]), "--data", str(fine),
+                                   "--solver-samples", "0"])
+    assert res.exit_code == 0, res.output
+    assert "fine.h5 not evaluated: deeponet reads its inputs at fixed sensors" in " ".join(res.output.split())
 
 
 def test_plots_are_pngs(run, tmp_path):

@@ -21,12 +21,18 @@ def evaluate(
     result = evaluation.evaluate(run, data=data, out=out, n_solver_samples=solver_samples)
     rows = []
     for r in result["datasets"]:
+        if "error" in r:
+            rows.append([Path(r["path"]).name, "-", "not evaluated (see below)", *[None] * 6])
+            continue
         rows.append([
             Path(r["path"]).name, r["resolution"], r["n"], r["rel_l2_mean"], r["rel_l2_std"], r["rel_l2_max"],
             r["model_s_per_sample"], r["solver_s_per_sample"], r["speedup"],
         ])
     table(["dataset", "grid", "n", "rel L2 mean", "std", "max", "model s/sample", "solver s/sample", "speed-up"], rows,
           title=f"evaluation of {run}")
+    for r in result["datasets"]:
+        if "error" in r:
+            print(f"{Path(r['path']).name} not evaluated: {r['error']}")
     print(f"wrote {result['out']}")
 
 

@@ -145,7 +145,9 @@ def evaluate(
     Returns ``{"run", "model", "epoch", "device", "datasets": [...], "out"}``; each dataset entry
     has ``path, pde, n, resolution, shape, rel_l2_mean, rel_l2_std`` (population std over
     samples) ``, rel_l2_max, rel_l2_median, model_s_per_sample, solver_s_per_sample,
-    solver_samples, speedup, normaliser_resampled, notes``. The result is also written as JSON
+    solver_samples, speedup, normaliser_resampled, notes``; with several datasets, one the model
+    cannot be applied to (a fixed-sensor model on another grid) gets ``{"path", "error"}`` instead
+    (ModelError when it is the only one, or when no dataset works). The result is also written as JSON
     to ``out`` (default ``RUN/eval.json``), atomically.
     """
     run_dir = Path(run_dir)
@@ -156,9 +158,19 @@ def evaluate(
     dev = resolve_device(device)
     model.to(dev)
     bs = int(batch_size or info.config.get("batch_size") or 20)
-    results = [
-        evaluate_dataset(model, info, p, batch_size=bs, n_solver_samples=n_solver_samples, device=dev) for p in paths
-    ]
+    results = []
+    for p in paths:
+        try:
+            results.append(
+                evaluate_dataset(model, info, p, batch_size=bs, n_solver_samples=n_solver_samples, device=dev)
+            )
+        except ModelError as exc:
+            # e.g. a fixed-sensor model on another resolution: say so in that row, keep the others
+            if len(paths) == 1:
+                raise
+            results.append({"path": str(p), "error": str(exc)})
+    if all("error" in r for r in results):
+        raise ModelError(results[0]["error"])
     out = Path(out) if out is not None else run_dir / "eval.json"
     result = {
         "run": str(run_dir),

@@ -60,12 +60,16 @@ def write_report(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
+        if "error" in e:
+            lines.append(f"| {Path(e['path']).name} | - | - | not evaluated (see notes) | | | | | |")
+            continue
         speed = f"{e['speedup']:.1f}x" if e.get("speedup") is not None else "n/a"
         lines.append(
             f"| {Path(e['path']).name} | {e['resolution']} | {e['n']} | {e['rel_l2_mean']:.4f} | {e['rel_l2_std']:.4f} | "
             f"{e['rel_l2_max']:.4f} | {_fmt(e.get('model_s_per_sample'))} | {_fmt(e.get('solver_s_per_sample'))} | {speed} |"
         )
     notes = [f"{Path(e['path']).name}: {note}" for e in entries for note in e.get("notes", [])]
+    notes += [f"{Path(e['path']).name}: not evaluated: {e['error']}" for e in entries if "error" in e]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     lines += ["", "Relative L2 = per-sample ||prediction - truth|| / ||truth||; std is over samples. "
