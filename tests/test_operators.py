@@ -140,6 +140,8 @@ def test_paper_presets_are_frozen():
     assert presets.resolve("fno-burgers-paper")[1]["modes"] == (16,)
     assert presets.resolve("fno-burgers-paper")[1]["width"] == 64
     assert presets.resolve("deeponet-antiderivative")[1]["branch"] == (40, 40)
+    lsm = presets.resolve("lsm-darcy-paper")[1]
+    assert (lsm["d_model"], lsm["num_token"], lsm["num_basis"], lsm["heads"], lsm["patch_size"]) == (64, 4, 12, 8, (6, 6))
 
 
 def test_preset_overrides_and_resolution():
