@@ -140,6 +140,8 @@ def test_paper_presets_are_frozen():
     assert presets.resolve("fno-burgers-paper")[1]["modes"] == (16,)
     assert presets.resolve("fno-burgers-paper")[1]["width"] == 64
     assert presets.resolve("deeponet-antiderivative")[1]["branch"] == (40, 40)
+    mgno = presets.resolve("mgno-darcy-paper")[1]
+    assert (mgno["channels"], mgno["n_layers"], mgno["levels"], mgno["padding_mode"]) == (24, 5, 6, "zeros")
     lsm = presets.resolve("lsm-darcy-paper")[1]
     assert (lsm["d_model"], lsm["num_token"], lsm["num_basis"], lsm["heads"], lsm["patch_size"]) == (64, 4, 12, 8, (6, 6))
 
