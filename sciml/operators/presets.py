@@ -48,6 +48,23 @@ _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         {"in_channels": 1, "out_channels": 1, "channels": 24, "n_layers": 5, "levels": 6, "iterations": None,
          "padding_mode": "zeros", "activation": "gelu", "normalisation": "none"},
     ),
+    # U-Net baseline of the LSM Darcy table (0.0080 at s=85), as in thuml/Neural-Solver-Library (models/U_Net.py,
+    # scripts/StandardBench/darcy/U_Net.sh: width 128, 4 down-samplings, bilinear up, BN + ReLU, zero padding to 96).
+    # Our levels double the channels down to the coarsest one (138.0M parameters); theirs keeps the coarsest level at
+    # the width above it and halves the decoder (69.3M): the same U-Net family, not the same parameter count.
+    "unet-darcy": (
+        "unet",
+        {"in_channels": 1, "out_channels": 1, "depth": 4, "width": 128, "convs_per_level": 2, "bottleneck_convs": 0,
+         "norm": "batch", "activation": "relu", "downsample": "maxpool", "upsample": "interp",
+         "padding_mode": "zeros", "pad_mode": "zeros", "add_grid": True},
+    ),
+    # ConDiff notebooks' U-Net ("UNet for Poisson 2D.ipynb": 3 levels = 2 down-samplings, width 32, 4 convolutions per
+    # level, GELU, no normalisation): 1,388,577 parameters against the notebook's 1,388,833 (its output conv is 3x3).
+    "unet-condiff": (
+        "unet",
+        {"depth": 2, "width": 32, "convs_per_level": 4, "bottleneck_convs": 3, "norm": "none", "activation": "gelu",
+         "downsample": "maxpool", "upsample": "transpose", "padding_mode": "zeros", "add_grid": False},
+    ),
     # Darcy with an MLP branch on all grid values; trunk as in Lu et al. 2022 (4 x 128, ReLU).
     # n_sensors and channels come from the data.
     "deeponet-darcy": (
