@@ -39,6 +39,15 @@ _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         {"in_channels": 1, "out_channels": 1, "d_model": 64, "num_token": 4, "num_basis": 12, "patch_size": (6, 6),
          "heads": 8, "padding": None, "n_scales": 5, "projection": 128},
     ),
+    # Li et al. 2020, Darcy (graph-pde UAI1_full_resolution.py, trained on the full 61x61 grid at batch 1): width 64,
+    # kernel width 1024, depth 6, radius 0.1, full kernel, ReLU, linear projection; 128 neighbours keep the whole
+    # r = 0.1 ball up to s = 61. 5,259,649 parameters. At 85x85 it needs ~36 GB per sample (width^2 numbers per edge).
+    "gno-darcy-paper": (
+        "gno",
+        {"in_channels": 1, "out_channels": 1, "coord_dim": 2, "width": 64, "kernel_width": 1024, "depth": 6,
+         "radius": 0.1, "max_neighbors": 128, "kernel": "full", "activation": "relu", "projection": 0,
+         "query_kernel": False},
+    ),
     # He, Liu, Xu 2024, Darcy smooth 211x211 (README: MgNO_DC_smooth, 5 layers, 24 channels, --num_iteration
     # 10 10 10 10 10 20 = 6 levels, [1,0] smoothing per level and [2,0] on the coarsest: iterations None is that
     # schedule for any `levels`); zero padding (Dirichlet). Needs >= 32 points per axis. Trained with Adam lr 5e-4,
