@@ -89,7 +89,7 @@ FULL_MODEL = {"gno": {"width": 64, "depth": 6, "kernel_width": 256}}
 # --quick: smaller models and fewer epochs (the same architectures)
 QUICK_MODEL = {
     "fno": {"width": 16},
-    "lsm": {"d_model": 16, "padding": None},
+    "lsm": {"d_model": 16},
     "mgno": {"channels": 12},
     "unet": {"width": 8},
     "gno": {"width": 16, "kernel_width": 32, "depth": 2, "kernel": "diagonal", "max_neighbors": 12},
@@ -109,8 +109,6 @@ def cell_model(task: str, model: str, quick: bool) -> tuple[str, dict]:
     config: dict = {}
     if task in PERIODIC and model in ("mgno", "unet"):
         config["padding_mode"] = "circular"
-    if model == "lsm" and task != "darcy":
-        config["padding"] = None  # the paper's 85 -> 96 padding: automatic on other grids
     config.update(QUICK_MODEL.get(model, {}) if quick else FULL_MODEL.get(model, {}))
     if quick:
         if model == "fno":
