@@ -21,6 +21,16 @@ def _private_home(tmp_path_factory):
         os.environ["HOME"] = old
 
 
+@pytest.fixture
+def one_thread():
+    """Tests of tiny models: a second torch thread only adds synchronisation latency, which on a
+    loaded 2-core machine made single forwards up to 50x slower (17 ms vs 1.2 s measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def darcy16(tmp_path_factory):
     """24 Darcy samples at 16x16 (train file) and 8 more with another seed (test file)."""

@@ -24,13 +24,7 @@ from sciml.operators.lsm import (
     resolve_padding,
 )
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small tensors: a second thread only adds synchronisation latency (and stalls on a loaded machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PAPER_DARCY = {"in_channels": 1, "out_channels": 1, "d_model": 64, "num_token": 4, "num_basis": 12,

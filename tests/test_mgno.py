@@ -22,14 +22,7 @@ PAPER = {"in_channels": 1, "out_channels": 1, "dim": 2, "channels": 24, "n_layer
          "activation": "gelu", "normalisation": "none"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these models and grids are tiny: a second thread only adds synchronisation latency, which
-    # on a loaded 2-core machine made the multigrid test 15x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _double(model):

@@ -16,14 +16,7 @@ from sciml.operators import create
 from sciml.operators.unet import UNet, UNetConfig, pad_amounts, pad_to_multiple
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny convolutions: a second thread only adds synchronisation latency, which turns into
-    # seconds per forward on a loaded machine (measured 17 ms with 1 thread, 1.2 s with 2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unet(**kw) -> UNet:
