@@ -7,12 +7,12 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from sciml.errors import ConfigError, UnknownNameError
+from sciml.errors import ConfigError, SciMLError, UnknownNameError
 from sciml.solvers import available, choose_method, darcy_operator, laplacian, solve
 from sciml.solvers import linear
 from sciml.testing import assert_monotone_ish, relative_residual
 
-METHODS = ["direct", "cg", "pcg-jacobi", "pcg-amg", "gmres", "auto"]
+METHODS = ["direct", "cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "gmres", "auto"]
 
 
 def _darcy_system():
@@ -30,7 +30,7 @@ SYSTEMS = {"poisson": _poisson_system, "darcy": _darcy_system}
 
 
 def test_available_lists_every_method():
-    assert available()[:6] == ["auto", "direct", "cg", "pcg-jacobi", "pcg-amg", "gmres"]
+    assert available()[:7] == ["auto", "direct", "cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "gmres"]
 
 
 @pytest.mark.parametrize("system", list(SYSTEMS))
@@ -51,8 +51,8 @@ def test_solution_agrees_with_spsolve(method, system):
 
 def test_krylov_iteration_counts_order_by_preconditioner_strength():
     A, b = _darcy_system()
-    its = {m: solve(A, b, method=m, tol=1e-8).iterations for m in ("cg", "pcg-jacobi", "pcg-amg")}
-    assert its["pcg-amg"] < 15 < its["pcg-jacobi"] <= its["cg"], its
+    its = {m: solve(A, b, method=m, tol=1e-8).iterations for m in ("cg", "pcg-jacobi", "pcg-ic", "pcg-amg")}
+    assert its["pcg-amg"] < 15 < its["pcg-ic"] < 0.6 * its["pcg-jacobi"] and its["pcg-jacobi"] <= its["cg"], its
 
 
 def test_amg_contraction_rate_is_grid_independent():
@@ -110,7 +110,7 @@ def test_gmres_solves_a_nonsymmetric_system():
 
 def test_unknown_method_lists_valid_names():
     A, b = _poisson_system()
-    valid = "valid solver methods are: auto, cg, direct, gmres, pcg-amg, pcg-jacobi"
+    valid = "valid solver methods are: auto, cg, direct, gmres, pcg-amg, pcg-ic, pcg-jacobi"
     with pytest.raises(UnknownNameError, match=valid):
         solve(A, b, method="multigrid")
 
@@ -137,3 +137,36 @@ def test_jacobi_rejects_a_matrix_without_positive_diagonal():
     A = sp.csr_matrix(np.array([[0.0, 1.0], [1.0, 2.0]]))
     with pytest.raises(ConfigError, match="positive diagonal"):
         solve(A, np.ones(2), method="pcg-jacobi")
+
+
+# ----------------------------------------------------------------------------- incomplete Cholesky
+
+
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_ichol0_reproduces_the_matrix_on_its_pattern(system):
+    from sciml.solvers.incomplete import ichol0
+
+    A, _ = SYSTEMS[system]()
+    L = ichol0(A)
+    lower = sp.tril(A).tocsr()
+    assert (abs(sp.triu(L, 1)).sum() == 0) and L.nnz == lower.nnz  # zero fill, lower triangular
+    product = (L @ L.T).tocsr()
+    on_pattern = product.multiply(lower != 0) - lower
+    assert abs(on_pattern).max() <= 1e-13 * abs(lower).max()  # (L L^T)_ij = A_ij on the pattern
+    assert abs(product - A).max() > 1e-3  # and only there: IC(0) is not the exact factor in 2D
+
+
+def test_ichol0_is_the_exact_cholesky_factor_without_fill():
+    from sciml.solvers.incomplete import ichol0, triangular_solver
+
+    A = sp.diags([-1.0, 2.5, -1.0], [-1, 0, 1], shape=(40, 40)).tocsr()  # tridiagonal: no fill exists
+    L = ichol0(A).toarray()
+    np.testing.assert_allclose(L, np.linalg.cholesky(A.toarray()), rtol=0, atol=1e-14)
+    r = np.random.default_rng(0).standard_normal(40)
+    np.testing.assert_allclose(triangular_solver(sp.csr_matrix(L))(r), np.linalg.solve(A.toarray(), r), rtol=1e-12)
+
+
+def test_ichol0_breakdown_is_a_clear_error():
+    A = sp.csr_matrix(np.array([[1.0, 2.0], [2.0, 1.0]]))  # symmetric, indefinite
+    with pytest.raises(SciMLError, match="pivot .* <= 0 at row 1"):
+        solve(A, np.ones(2), method="pcg-ic")

@@ -274,6 +274,16 @@ def _pcg_jacobi(A, b, tol, maxiter, x0) -> SolveResult:
     return _pcg_result("pcg-jacobi", A, b, tol, maxiter or 10 * A.shape[0], x0, setup, lambda r: inv * r)
 
 
+@register("pcg-ic")
+def _pcg_ic(A, b, tol, maxiter, x0) -> SolveResult:
+    from .incomplete import ichol0, triangular_solver
+
+    t0 = time.perf_counter()
+    solve_llt = triangular_solver(ichol0(A))
+    setup = time.perf_counter() - t0
+    return _pcg_result("pcg-ic", A, b, tol, maxiter or 10 * A.shape[0], x0, setup, solve_llt)
+
+
 @register("pcg-amg")
 def _pcg_amg(A, b, tol, maxiter, x0) -> SolveResult:
     import pyamg
