@@ -93,6 +93,22 @@ def test_generated_solutions_meet_the_tolerance(tmp_path):
     ds.close()
 
 
+def test_two_dimensional_obstacles(tmp_path):
+    path = datasets.generate("poisson3d", n=2, resolution=20, seed=4, out=tmp_path / "p2.h5", dtype="float64",
+                             progress=False, dim=2)
+    ds = datasets.open(path)
+    assert ds["u"].dims == ("sample", "x", "y")
+    for i in range(2):
+        solid = ds["mask"][i].values > 0.5
+        assert solid.any() and not solid.all()
+        u, f = ds["u"][i].values.reshape(-1), ds["f"][i].values.reshape(-1)
+        assert relative_residual(masked_laplacian(solid), u, f) <= 1e-9
+        assert masked_laplacian(solid).shape == (400, 400)
+    ds.close()
+    with pytest.raises(ConfigError, match="dim must be 2 or 3"):
+        datasets.system("poisson3d", resolution=8, dim=4)
+
+
 def test_enclosed_fluid_pockets_are_filled():
     solid = np.zeros((9, 9, 9), dtype=bool)
     solid[2:7, 2:7, 2:7] = True

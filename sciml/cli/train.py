@@ -28,12 +28,28 @@ def train(
     ] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", help="Training option KEY=VALUE (repeatable).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    pde: Annotated[Optional[str], typer.Option(help="dcdm: the PDE whose matrices to learn (poisson, poisson3d, ...).")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", "-s", help="dcdm: grid points per dimension.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="dcdm: generator parameter KEY=VALUE.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="dcdm/cgs: optimiser steps.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="cgs: porenet or mdp.")] = None,
 ) -> None:
-    """Train with the relative L2 loss, fitted normalisers, Adam and a scheduler; writes a run directory."""
+    """Train with the relative L2 loss, fitted normalisers, Adam and a scheduler; writes a run directory.
+
+    Learned solvers train on generated problems instead of a dataset:
+    `sciml train dcdm --pde poisson3d -s 32 --out runs/dcdm` and `sciml train cgs --task porenet --out runs/cgs`.
+    """
     from .. import training
     from ..config import load_yaml
     from ..errors import ConfigError
 
+    if model in LEARNED_SOLVERS:
+        return _train_learned_solver(model, out=out, config=config, seed=seed, batch_size=batch_size, lr=lr,
+                                     device=device, set_=set_, option=option, progress=progress, pde=pde,
+                                     resolution=resolution, param=param, steps=steps, task=task)
+    for flag, value in (("--pde", pde), ("--resolution", resolution), ("--param", param), ("--steps", steps), ("--task", task)):
+        if value:
+            raise ConfigError(f"{flag} is an option of the learned solvers ({', '.join(LEARNED_SOLVERS)}); operators train on --data")
     options = load_yaml(config) if config else {}
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": n_train, "device": device, "seed": seed}
     options.update({k: v for k, v in flags.items() if v is not None})
@@ -60,6 +76,38 @@ def train(
         result = training.train(model, data=data, out=out, test_data=test_data, **options)
     print(f"run {result['run_dir']}: {result['epochs']} epochs, final train loss {result['train_loss']:.4g}"
           + (f", test rel. L2 {result['test_loss']:.4g}" if result.get("test_loss") is not None else ""))
+
+
+LEARNED_SOLVERS = ("dcdm", "cgs")
+
+
+def _train_learned_solver(model, *, out, config, seed, batch_size, lr, device, set_, option, progress, pde,
+                          resolution, param, steps, task) -> None:
+    """``sciml train dcdm|cgs``: the learned iterative solvers, trained on generated problems."""
+    from ..config import load_yaml
+    from ..errors import ConfigError
+
+    if out is None:
+        raise ConfigError(f"--out is required: the run directory to create, e.g. --out runs/{model}")
+    options = load_yaml(config) if config else {}
+    net_cfg = {**options.pop("model_config", {}), **parse_assignments(set_, "--set")}
+    flags = {"seed": seed, "batch_size": batch_size, "lr": lr, "device": device, "steps": steps}
+    if model == "dcdm":
+        if task:
+            raise ConfigError("--task is an option of cgs; dcdm takes --pde")
+        flags.update({"pde": pde, "resolution": resolution})
+        if param:
+            flags["params"] = {**options.get("params", {}), **parse_assignments(param, "--param")}
+        options.update({k: v for k, v in flags.items() if v is not None})
+        options.update(parse_assignments(option, "--option"))
+        from ..solvers.dcdm import train_dcdm
+
+        result = train_dcdm(out, config=net_cfg, progress=progress, **options)
+        print(f"run {result['run_dir']}: {result['steps']} steps, {result['parameters']} parameters, "
+              f"final loss {result['train_loss']:.4g} (validation {result['val_loss']:.4g}); "
+              f"use it with `sciml solve ... --method dcdm:{result['run_dir']}`")
+        return
+    raise ConfigError(f"unknown learned solver {model!r}")
 
 
 def register(app: typer.Typer) -> None:

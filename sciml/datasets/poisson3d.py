@@ -1,11 +1,11 @@
 """Pressure-Poisson systems on the unit cube with solid obstacles (the DCDM setting).
 
-``-Laplace p = f`` in the fluid part of ``(0, 1)^3``, ``p = 0`` on the domain boundary and
+``-Laplace p = f`` in the fluid part of ``(0, 1)^3`` (or of the unit square, ``dim = 2``), ``p = 0`` on the domain boundary and
 ``dp/dn = 0`` on obstacle surfaces: the SPD 7-point MAC pressure matrix of an
 incompressible flow solver with solids (Kaneda et al. 2023, "A Deep Conjugate Direction
 Method for Iteratively Solving Linear Systems", ICML; repo ``ayano721/2023_DCDM``).
 
-Grid: ``n^3`` points ``x_i = (i + 1) / (n + 1)`` (as ``poisson``), each the centre of a cell
+Grid: ``n^dim`` points ``x_i = (i + 1) / (n + 1)`` (as ``poisson``), each the centre of a cell
 that is fluid or solid. Obstacles are random axis-aligned boxes and balls; fluid pockets
 sealed off from the domain boundary are filled (their pure-Neumann block would be
 singular). Matrix: :func:`sciml.solvers.discretisation.masked_laplacian` scaled by
@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..solvers import discretisation
+from ..solvers import discretisation, linear
 from .generators import LinearGenerator, check_common, register
 from .random_fields import check_forcing, random_forcing
 
@@ -42,6 +42,8 @@ class Poisson3dConfig:
     """Poisson-with-obstacles parameters.
 
     resolution : points per axis ``n`` (>= 2); ``h = 1 / (n + 1)``.
+    dim : 3 (the cube, default) or 2 (the unit square with rectangles and discs: the 2-D DCDM
+        setting with obstacles).
     subsample : stored stride along every axis.
     n_boxes, n_spheres : number of random boxes and balls (2, 2; both 0 for an empty cube).
     box_size : range of box edge lengths, drawn per axis (0.15, 0.4).
@@ -53,6 +55,7 @@ class Poisson3dConfig:
 
     resolution: int = 32
     subsample: int = 1
+    dim: int = 3
     n_boxes: int = 2
     n_spheres: int = 2
     box_size: tuple[float, ...] = (0.15, 0.4)
@@ -65,6 +68,8 @@ class Poisson3dConfig:
 
     def __post_init__(self):
         check_common(self, min_resolution=2)
+        if self.dim not in (2, 3):
+            raise ConfigError(f"dim must be 2 or 3, got {self.dim}")
         if self.subsample > self.resolution:
             raise ConfigError(f"subsample {self.subsample} exceeds the {self.resolution} points per axis")
         if self.n_boxes < 0 or self.n_spheres < 0:
@@ -75,23 +80,23 @@ class Poisson3dConfig:
 
 
 def random_obstacles(rng: np.random.Generator, x: np.ndarray, n_boxes: int, n_spheres: int,
-                     box_size: tuple[float, float], sphere_radius: tuple[float, float]) -> np.ndarray:
-    """Boolean solid mask on the grid ``x^3``: union of random boxes and balls.
+                     box_size: tuple[float, float], sphere_radius: tuple[float, float], dim: int = 3) -> np.ndarray:
+    """Boolean solid mask on the grid ``x^dim``: union of random boxes and balls.
 
-    Box ``b``: centre ``~ U(0, 1)^3``, edge lengths ``~ U(box_size)`` per axis; ball: centre
-    ``~ U(0, 1)^3``, radius ``~ U(sphere_radius)``. Draws boxes first, then balls.
+    Box ``b``: centre ``~ U(0, 1)^dim``, edge lengths ``~ U(box_size)`` per axis; ball: centre
+    ``~ U(0, 1)^dim``, radius ``~ U(sphere_radius)``. Draws boxes first, then balls.
     """
-    X = np.meshgrid(x, x, x, indexing="ij")
-    solid = np.zeros((x.size,) * 3, dtype=bool)
+    X = np.meshgrid(*([x] * dim), indexing="ij")
+    solid = np.zeros((x.size,) * dim, dtype=bool)
     for _ in range(n_boxes):
-        centre, size = rng.uniform(0, 1, 3), rng.uniform(*box_size, 3)
+        centre, size = rng.uniform(0, 1, dim), rng.uniform(*box_size, dim)
         inside = np.ones_like(solid)
-        for d in range(3):
+        for d in range(dim):
             inside &= np.abs(X[d] - centre[d]) <= size[d] / 2
         solid |= inside
     for _ in range(n_spheres):
-        centre, radius = rng.uniform(0, 1, 3), rng.uniform(*sphere_radius)
-        solid |= sum((X[d] - centre[d]) ** 2 for d in range(3)) <= radius**2
+        centre, radius = rng.uniform(0, 1, dim), rng.uniform(*sphere_radius)
+        solid |= sum((X[d] - centre[d]) ** 2 for d in range(dim)) <= radius**2
     return solid
 
 
@@ -116,7 +121,7 @@ def seal_pockets(solid: np.ndarray) -> np.ndarray:
 
 @register("poisson3d")
 class Poisson3d(LinearGenerator):
-    """Poisson with obstacles: inputs ``mask`` (1 = solid) and ``f``, output ``u``, all ``(n, n, n)``."""
+    """Poisson with obstacles: inputs ``mask`` (1 = solid) and ``f``, output ``u``, all ``(n,) * dim``."""
 
     Config = Poisson3dConfig
     inputs = ("mask", "f")
@@ -127,18 +132,18 @@ class Poisson3d(LinearGenerator):
     def coords(self) -> dict[str, np.ndarray]:
         n = self.config.resolution
         x = np.arange(1, n + 1) / (n + 1)
-        return {"x": x, "y": x.copy(), "z": x.copy()}
+        return {k: x.copy() for k in "xyz"[: self.config.dim]}
 
     def unknown_shape(self) -> tuple[int, ...]:
-        return (self.config.resolution,) * 3
+        return (self.config.resolution,) * self.config.dim
 
     def draw_inputs(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         c = self.config
-        solid = random_obstacles(rng, self.coords()["x"], c.n_boxes, c.n_spheres, c.box_size, c.sphere_radius)
+        solid = random_obstacles(rng, self.coords()["x"], c.n_boxes, c.n_spheres, c.box_size, c.sphere_radius, c.dim)
         solid = seal_pockets(solid)
         if solid.all():
             raise DataError(
-                f"poisson3d: the obstacles fill the whole {c.resolution}^3 grid; use fewer or smaller boxes/spheres"
+                f"poisson3d: the obstacles fill the whole {c.resolution}^{c.dim} grid; use fewer or smaller boxes/spheres"
             )
         shape = self.unknown_shape()
         f = random_forcing(rng, shape, c.forcing, c.alpha, c.tau)
@@ -147,6 +152,8 @@ class Poisson3d(LinearGenerator):
     def method(self, A) -> str:
         # Jacobi-PCG needs no setup and the nearly constant diagonal leaves AMG ahead only on
         # the largest grids, where its grid-independent iteration count pays for its setup
+        if self.config.solver == "auto" and self.config.dim == 2:
+            return linear.choose_method(A, symmetric=True)
         if self.config.solver == "auto":
             return "pcg-jacobi" if A.shape[0] <= JACOBI_MAX else "pcg-amg"
         return self.config.solver

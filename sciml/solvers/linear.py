@@ -85,9 +85,13 @@ def register(name: str):
     return deco
 
 
+# methods that take a trained run: ``NAME:RUN_DIR``, implemented in the named module
+_RUN_METHODS = {"dcdm": ("sciml.solvers.dcdm", "solve_with_run")}
+
+
 def available() -> list[str]:
-    """Names of the solve methods, ``auto`` first."""
-    return ["auto", *_METHODS]
+    """Names of the solve methods, ``auto`` first; ``dcdm:RUN`` takes a trained run directory."""
+    return ["auto", *_METHODS, *(f"{k}:RUN" for k in _RUN_METHODS)]
 
 
 def relative_residual(A: sp.spmatrix, x: np.ndarray, b: np.ndarray) -> float:
@@ -139,7 +143,8 @@ def solve(
     ----------
     A : sparse square matrix ``(n, n)`` (SPD for the CG methods).
     b : right-hand side ``(n,)``.
-    method : one of :func:`available`.
+    method : one of :func:`available`; ``dcdm:RUN`` runs the Deep Conjugate Direction Method
+        with the network trained in run directory ``RUN`` (:mod:`sciml.solvers.dcdm`).
     tol : relative residual target.
     maxiter : iteration cap (default: ``10 n`` for CG/Jacobi-PCG, 500 for AMG-PCG and
         GMRES inner iterations).
@@ -149,6 +154,16 @@ def solve(
     -------
     SolveResult; non-convergence is reported in ``converged``, never raised.
     """
+    kind, _, run = method.partition(":")
+    if kind in _RUN_METHODS:
+        if not run:
+            raise ConfigError(f"method {kind!r} needs a trained run directory: {kind}:RUN, e.g. {kind}:runs/{kind}")
+        import importlib
+
+        module, fn = _RUN_METHODS[kind]
+        A, b, x0 = _check_system(A, b, x0, tol, maxiter)
+        with single_threaded_blas():
+            return getattr(importlib.import_module(module), fn)(A, b, tol, maxiter, x0, run)
     if method != "auto" and method not in _METHODS:
         raise UnknownNameError("solver method", method, available())
     A, b, x0 = _check_system(A, b, x0, tol, maxiter)

@@ -1,0 +1,426 @@
+"""Deep Conjugate Direction Method (Kaneda, Akar, Chen, Kim, Teran & Seyed-Kalantari, ICML 2023).
+
+A small convolutional network ``f`` approximates the action of ``A^-1`` up to a scalar. It is
+trained without solutions: for a unit right-hand side ``b`` and ``q = f(b)`` the loss is the
+residual after an exact A-line search along ``q``,
+
+    L(b) = || b - A q (q^T b) / (q^T A q) ||^2,
+
+over right-hand sides biased towards the low end of A's spectrum
+(:class:`sciml.solvers.spectral_rhs.SpectralRHS`). The solver then takes the network's
+direction for the current residual, A-orthogonalises it against the previous two search
+directions and does an exact line search (:func:`dcdm_solve`).
+
+Network (from the authors' description of their Keras model): a linear first convolution to
+``width`` channels, residual blocks of two ReLU convolutions at full resolution, one 2x
+average pooling, residual blocks at half resolution, upsampling with a skip connection,
+residual blocks after it, and a 1x1 output (Keras' ``Dense(1)``). With the paper's N = 64
+layout (4 + 6 + 4 convolutions, 16 filters, 3^3 kernels) it has 97,457 parameters (the paper:
+about 97k); 6 + 10 + 6 gives their N = 128 model (152,881, about 153k). It is fully
+convolutional, so a network trained at one resolution runs at any other.
+
+Choices of ours, stated: the residual enters the network scaled to unit RMS
+(``r * sqrt(N) / ||r||``; the paper scales to unit norm), which keeps the input's size the
+same when the grid is refined; an optional second input channel carries the fluid
+indicator so one network serves many obstacle geometries (the paper trains per scene); the
+output is zeroed in solid cells (their rows are decoupled, see
+:func:`sciml.solvers.discretisation.masked_laplacian`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import from_dict, to_dict
+from ..errors import ConfigError, DataError
+from .linear import SolveResult, relative_residual
+from .spectral_rhs import LOW_FRACTION, LOW_WEIGHT, SpectralRHS
+
+KIND = "dcdm"
+
+
+@dataclasses.dataclass(frozen=True)
+class DCDMConfig:
+    """DCDM network.
+
+    dim : 2 or 3 spatial dimensions.
+    width : channels (16, the paper's).
+    kernel : convolution size (3).
+    pre, mid, post : convolutions at full resolution before pooling, at half resolution, and
+        after upsampling (4, 6, 4: the paper's N = 64 model; even numbers, in residual pairs).
+    mask_channel : feed the fluid indicator as a second input channel.
+    levels : 2x average-pooling levels. 1 is the paper's network. ``None`` (the default)
+        recurses until the coarsest grid has at most ``coarsest`` points per axis, with one
+        set of weights shared by every level between the finest and the coarsest
+        (``coarse`` convolutions before and after each further pooling): the network then
+        grows a level when the grid doubles, which is what keeps the iteration count flat.
+    coarse : convolutions before and after pooling on the shared intermediate levels (2).
+    coarsest : largest points per axis of the coarsest level when ``levels`` is None (4).
+    """
+
+    dim: int = 2
+    width: int = 16
+    kernel: int = 3
+    pre: int = 4
+    mid: int = 6
+    post: int = 4
+    mask_channel: bool = True
+    levels: Optional[int] = None
+    coarse: int = 2
+    coarsest: int = 4
+
+    def __post_init__(self):
+        if self.dim not in (2, 3):
+            raise ConfigError(f"DCDM dim must be 2 or 3, got {self.dim}")
+        if self.width < 1 or self.kernel < 1 or self.kernel % 2 == 0:
+            raise ConfigError(f"DCDM width must be >= 1 and kernel odd, got {self.width}, {self.kernel}")
+        if self.levels is not None and self.levels < 1:
+            raise ConfigError(f"DCDM levels must be >= 1 or null (automatic), got {self.levels}")
+        if self.coarsest < 1:
+            raise ConfigError(f"DCDM coarsest must be >= 1, got {self.coarsest}")
+        for name in ("pre", "mid", "post", "coarse"):
+            v = getattr(self, name)
+            if v < 0 or v % 2:
+                raise ConfigError(f"DCDM {name} must be an even number >= 0 (convolutions come in residual pairs), got {v}")
+
+
+class _Pairs(nn.Module):
+    """Residual blocks ``h <- h + relu(conv(relu(conv(h))))``."""
+
+    def __init__(self, conv, width: int, kernel: int, n: int):
+        super().__init__()
+        self.convs = nn.ModuleList(conv(width, width, kernel, padding=kernel // 2) for _ in range(n))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for a, b in zip(self.convs[::2], self.convs[1::2]):
+            h = h + F.relu(b(F.relu(a(h))))
+        return h
+
+
+class DCDMNet(nn.Module):
+    """``(B, 1, *S)`` residual (+ optional ``(B, 1, *S)`` fluid mask) -> ``(B, 1, *S)`` direction."""
+
+    def __init__(self, config: DCDMConfig | None = None):
+        super().__init__()
+        self.config = config = config or DCDMConfig()
+        conv = nn.Conv2d if config.dim == 2 else nn.Conv3d
+        w, k = config.width, config.kernel
+        self.first = conv(2 if config.mask_channel else 1, w, k, padding=k // 2)
+        self.pre = _Pairs(conv, w, k, config.pre)
+        self.mid = _Pairs(conv, w, k, config.mid)
+        self.post = _Pairs(conv, w, k, config.post)
+        if config.levels != 1:
+            self.coarse_pre = _Pairs(conv, w, k, config.coarse)
+            self.coarse_post = _Pairs(conv, w, k, config.coarse)
+        self.out = conv(w, 1, 1)
+        self.pool = F.avg_pool2d if config.dim == 2 else F.avg_pool3d
+
+    def n_levels(self, shape) -> int:
+        """Pooling levels used on a grid of ``shape``."""
+        if self.config.levels is not None:
+            return self.config.levels
+        n, levels = max(shape), 1
+        while -(-n // 2 ** levels) > self.config.coarsest:
+            levels += 1
+        return levels
+
+    def _down_up(self, h: torch.Tensor, levels: int) -> torch.Tensor:
+        """Pool, process the coarser levels, upsample and add the skip connection."""
+        c = self.pool(h, 2, ceil_mode=True)
+        if levels == 1:
+            c = self.mid(c)
+        else:
+            c = self.coarse_pre(c)
+            c = self.coarse_post(self._down_up(c, levels - 1))
+        c = F.interpolate(c, scale_factor=2, mode="nearest")
+        return c[(...,) + tuple(slice(0, s) for s in h.shape[2:])] + h
+
+    def forward(self, r: torch.Tensor, fluid: torch.Tensor | None = None) -> torch.Tensor:
+        x = torch.cat([r, fluid], 1) if self.config.mask_channel else r
+        h = self.pre(self.first(x))
+        q = self.out(self.post(self._down_up(h, self.n_levels(r.shape[2:]))))
+        return q if fluid is None else q * fluid
+
+
+def parameter_count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# ----------------------------------------------------------------------------- systems
+
+
+def fluid_rows(A: sp.spmatrix) -> np.ndarray:
+    """Rows that couple to a neighbour (fluid); a lone diagonal marks a decoupled solid cell."""
+    A = sp.csr_matrix(A)
+    return np.diff(A.indptr) > 1
+
+
+def grid_shape(n_unknowns: int, dim: int) -> tuple[int, ...]:
+    """The cubic grid ``(n,) * dim`` holding ``n_unknowns`` points."""
+    n = int(round(n_unknowns ** (1.0 / dim)))
+    if n**dim != n_unknowns:
+        raise DataError(f"DCDM needs the unknowns on a square/cubic grid: {n_unknowns} is not an integer's {dim}th power")
+    return (n,) * dim
+
+
+def _torch_sparse(A: sp.spmatrix, device, dtype=torch.float32) -> torch.Tensor:
+    A = sp.csr_matrix(A)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(A.indptr).long(), torch.from_numpy(A.indices).long(),
+                                       torch.from_numpy(A.data).to(dtype), size=A.shape).to(device)
+
+
+def _spmm(At: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return At @ Q
+
+
+def dcdm_loss(At: torch.Tensor, b: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Mean over columns of ``||b - A q (q.b) / (q.Aq)||^2``; ``b``, ``q``: ``(N, B)``."""
+    Aq = _spmm(At, q)
+    alpha = (q * b).sum(0) / (q * Aq).sum(0).clamp_min(1e-30)
+    return ((b - Aq * alpha) ** 2).sum(0).mean()
+
+
+# ----------------------------------------------------------------------------- solving
+
+
+class Direction:
+    """The network as a map from a float64 residual ``(N,)`` to a search direction ``(N,)``."""
+
+    def __init__(self, net: DCDMNet, shape: tuple[int, ...], fluid: np.ndarray, device: str = "cpu"):
+        self.net, self.shape, self.device = net.to(device).eval(), shape, device
+        self.fluid_np = fluid.astype(np.float64)
+        self.fluid = torch.from_numpy(fluid.reshape(1, 1, *shape).astype(np.float32)).to(device)
+        self.n = int(np.prod(shape))
+
+    @torch.no_grad()
+    def __call__(self, r: np.ndarray) -> np.ndarray:
+        nr = np.linalg.norm(r)
+        x = torch.from_numpy((r * (np.sqrt(self.n) / nr)).astype(np.float32).reshape(1, 1, *self.shape)).to(self.device)
+        q = self.net(x, self.fluid).reshape(-1).double().cpu().numpy()
+        return q * self.fluid_np
+
+
+def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxiter: int | None = None,
+               x0: np.ndarray | None = None, memory: int = 2) -> SolveResult:
+    """Conjugate-direction iteration with the network's directions.
+
+    Each step takes ``q = f(r)``, A-orthogonalises it against the last ``memory`` (2) search
+    directions, moves ``x`` by the exact line search along the result and recomputes the true
+    residual ``r = b - A x``. Stops at ``||r|| <= tol ||b||``; ``maxiter`` defaults to 500.
+    """
+    t0 = time.perf_counter()
+    maxiter = 500 if maxiter is None else maxiter
+    b = np.asarray(b, dtype=np.float64)
+    x = np.zeros_like(b) if x0 is None else np.array(x0, dtype=np.float64)
+    nb = np.linalg.norm(b)
+    if nb == 0:
+        return SolveResult(np.zeros_like(b), True, 0, np.array([0.0]), 0.0, time.perf_counter() - t0, "dcdm")
+    r = b - A @ x
+    history = [np.linalg.norm(r) / nb]
+    dirs: list[tuple[np.ndarray, np.ndarray, float]] = []  # (p, A p, p.Ap)
+    it = 0
+    while history[-1] > tol and it < maxiter:
+        p = direction(r)
+        for pj, Apj, pAp in dirs:
+            p = p - (p @ Apj) / pAp * pj
+        Ap = A @ p
+        pAp = float(p @ Ap)
+        if not np.isfinite(pAp) or pAp <= 0:
+            break  # the direction vanished or A is not SPD on it: report non-convergence
+        x = x + (p @ r) / pAp * p
+        r = b - A @ x
+        dirs = (dirs + [(p, Ap, pAp)])[-memory:] if memory > 0 else []
+        it += 1
+        history.append(np.linalg.norm(r) / nb)
+    res = relative_residual(A, x, b)
+    history[-1] = res
+    return SolveResult(x, bool(res <= tol), it, np.asarray(history), 0.0, time.perf_counter() - t0, "dcdm")
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@dataclasses.dataclass(frozen=True)
+class DCDMTrainOptions:
+    """Training of a DCDM network (paper: Adam 1e-4, batch 10, 20,000 vectors, up to 1000 epochs).
+
+    pde, resolution, params : the system family (``sciml.datasets.system``); ``n_systems``
+        matrices (samples ``0..n_systems-1`` of ``seed``; the paper uses one per scene).
+    steps : optimiser steps, each on ``batch_size`` fresh spectrally biased vectors.
+    lr : Adam learning rate, cosine-annealed to 1 % over the steps.
+    degree : Chebyshev degree of the spectral filter.
+    val_vectors : fixed validation vectors per system (the loss is logged every ``log_every`` steps).
+    """
+
+    pde: str = "poisson"
+    resolution: int = 32
+    params: dict = dataclasses.field(default_factory=dict)
+    n_systems: int = 1
+    seed: int = 0
+    steps: int = 2000
+    batch_size: int = 10
+    lr: float = 1e-3
+    degree: int = 80
+    low_fraction: float = LOW_FRACTION
+    low_weight: float = LOW_WEIGHT
+    val_vectors: int = 20
+    log_every: int = 50
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.n_systems < 1 or self.lr <= 0 or self.log_every < 1:
+            raise ConfigError("steps, batch_size, n_systems and log_every must be >= 1 and lr > 0")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def _training_systems(opts: DCDMTrainOptions, dim: int):
+    from ..datasets import system
+
+    out = []
+    for i in range(opts.n_systems):
+        A, _, info = system(opts.pde, resolution=opts.resolution, seed=opts.seed, index=i, **opts.params)
+        if info["dim"] != dim:
+            raise ConfigError(f"the network is {dim}-D but {opts.pde} is {info['dim']}-D; set dim={info['dim']}")
+        A = sp.csr_matrix(A)
+        if not linear_is_symmetric(A):
+            raise ConfigError(f"DCDM needs a symmetric positive definite matrix; {opts.pde} is not symmetric")
+        fluid = fluid_rows(A)
+        out.append((A, tuple(info["shape"]), fluid, SpectralRHS(A, opts.low_fraction, opts.low_weight, opts.degree,
+                                                                mask=fluid, seed=opts.seed + i)))
+    return out
+
+
+def linear_is_symmetric(A) -> bool:
+    from .linear import is_symmetric
+
+    return is_symmetric(A)
+
+
+def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progress: bool = True, **options) -> dict:
+    """Train a DCDM network on ``options`` (:class:`DCDMTrainOptions`) and write a run directory.
+
+    Returns ``{"run_dir", "steps", "train_loss", "val_loss", "parameters", "seconds"}``.
+    """
+    from .learned_runs import save_learned, step_progress, write_metrics
+
+    out = Path(out)
+    if (out / "solver.json").exists() or (out / "model.json").exists():
+        raise ConfigError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
+    opts = from_dict(DCDMTrainOptions, options, "DCDM training options")
+    if config is None or isinstance(config, dict):
+        cfg = dict(config or {})
+        if "dim" not in cfg:
+            from ..datasets import system
+
+            cfg["dim"] = system(opts.pde, resolution=max(opts.resolution, 2), seed=opts.seed, **opts.params)[2]["dim"]
+        config = from_dict(DCDMConfig, cfg, "DCDM network config")
+    device = _device(opts.device)
+    threads = torch.get_num_threads()
+    if opts.num_threads:
+        torch.set_num_threads(opts.num_threads)
+    try:
+        torch.manual_seed(opts.seed)
+        net = DCDMNet(config).to(device)
+        systems = _training_systems(opts, config.dim)
+        rng = np.random.default_rng([opts.seed, 2023])
+        prepared = []
+        for A, shape, fluid, gen in systems:
+            val = torch.from_numpy(gen.draw(opts.val_vectors, np.random.default_rng([opts.seed, 99])).astype(np.float32)).to(device)
+            prepared.append((_torch_sparse(A, device), shape, torch.from_numpy(fluid.astype(np.float32)).to(device), gen, val))
+        optimiser = torch.optim.Adam(net.parameters(), lr=opts.lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, opts.steps, eta_min=opts.lr * 0.01)
+        rows: list[dict] = []
+        t0 = time.perf_counter()
+        bar, task = step_progress(progress, opts.steps, "dcdm")
+        running = []
+        with bar:
+            for step in range(1, opts.steps + 1):
+                At, shape, fluid, gen, _ = prepared[(step - 1) % len(prepared)]
+                b = torch.from_numpy(gen.draw(opts.batch_size, rng).astype(np.float32)).to(device)
+                q = _apply(net, b, shape, fluid)
+                loss = dcdm_loss(At, b, q)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                if not torch.isfinite(loss):
+                    raise DataError(f"DCDM training diverged at step {step} (loss {loss.item()}); lower lr")
+                running.append(loss.item())
+                if step % opts.log_every == 0 or step == opts.steps:
+                    val = _val_loss(net, prepared)
+                    rows.append({"step": step, "train_loss": float(np.mean(running)), "val_loss": val,
+                                 "lr": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
+                    running = []
+                    write_metrics(out, rows)
+                bar.update(task, advance=1, loss=f"{loss.item():.3g}")
+        meta = {"train": to_dict(opts), "parameters": parameter_count(net), "steps": opts.steps,
+                "val_loss": rows[-1]["val_loss"], "seconds": time.perf_counter() - t0}
+        save_learned(out, KIND, to_dict(config), net, extra=meta)
+    finally:
+        torch.set_num_threads(threads)
+    return {"run_dir": str(out), "steps": opts.steps, "train_loss": rows[-1]["train_loss"],
+            "val_loss": rows[-1]["val_loss"], "parameters": meta["parameters"], "seconds": meta["seconds"]}
+
+
+def _apply(net: DCDMNet, b: torch.Tensor, shape, fluid: torch.Tensor) -> torch.Tensor:
+    """Network directions ``(N, B)`` for unit columns ``b`` ``(N, B)`` (inputs scaled to unit RMS)."""
+    n, k = b.shape
+    x = (b * (n**0.5)).T.reshape(k, 1, *shape)
+    m = fluid.reshape(1, 1, *shape).expand(k, 1, *shape)
+    return net(x, m).reshape(k, n).T
+
+
+@torch.no_grad()
+def _val_loss(net, prepared) -> float:
+    net.eval()
+    v = float(np.mean([dcdm_loss(At, val, _apply(net, val, shape, fluid)).item() for At, shape, fluid, _, val in prepared]))
+    net.train()
+    return v
+
+
+_CACHE: dict[str, tuple[DCDMNet, dict]] = {}
+
+
+def load_dcdm(run_dir: str | Path) -> tuple[DCDMNet, dict]:
+    """The trained network (eval mode, CPU) and the run's metadata."""
+    from .learned_runs import load_state, read_learned
+
+    state, meta = read_learned(run_dir, KIND)
+    config = from_dict(DCDMConfig, meta["config"], f"{run_dir}/solver.json config")
+    return load_state(DCDMNet(config), state, run_dir), meta
+
+
+def solve_with_run(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | None, x0, run: str) -> SolveResult:
+    """The ``dcdm:RUN`` solve method: load (cached) the run and iterate on ``A x = b``."""
+    t0 = time.perf_counter()
+    key = str(Path(run).resolve())
+    if key not in _CACHE:
+        _CACHE[key] = load_dcdm(run)
+    net, _ = _CACHE[key]
+    shape = grid_shape(A.shape[0], net.config.dim)
+    direction = Direction(net, shape, fluid_rows(A))
+    setup = time.perf_counter() - t0
+    result = dcdm_solve(A, b, direction, tol=tol, maxiter=maxiter, x0=x0)
+    return dataclasses.replace(result, setup_time=setup, method=f"dcdm:{run}")
