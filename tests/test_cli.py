@@ -206,3 +206,18 @@ def test_nan_in_data_is_refused_naming_variable_and_sample(darcy16, tmp_path, ca
     code, _, err = run_cli(["train", "fno", "--data", bad, "--out", tmp_path / "r"], capsys)
     assert_one_line_error(code, err, "nan.h5", "'u'", "NaN", "sample 5")
     assert not (tmp_path / "r").exists()
+
+
+def test_solve_a_stored_sample(tmp_path, capsys):
+    from sciml import datasets
+
+    path = datasets.generate("poisson3d", n=3, resolution=10, seed=2, out=tmp_path / "p.h5", progress=False)
+    A, b, info = datasets.system_from_file(path, 2)
+    A2, b2, _ = datasets.system("poisson3d", resolution=10, seed=2, index=2)
+    assert (A != A2).nnz == 0 and np.allclose(b, b2, rtol=1e-6, atol=1e-6) and info["index"] == 2  # b stored as float32
+    code, out, err = run_cli(["solve", "--data", path, "--index", 2, "--method", "direct,pcg-ic", "--tol", "1e-9"], capsys)
+    assert code == 0, err
+    rows = [ln for ln in out.splitlines() if "direct" in ln or "pcg-ic" in ln]
+    assert len(rows) == 2 and all("yes" in r for r in rows) and "1000 unknowns" in out
+    code, _, err = run_cli(["solve", "--data", path, "--index", 7], capsys)
+    assert_one_line_error(code, err, "7")
