@@ -30,7 +30,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
 
     t = Table(title=title)
     for h in headers:
-        t.add_column(str(h), justify="right" if h not in ("method", "dataset", "model", "name") else "left")
+        t.add_column(str(h), justify="right" if h not in ("method", "dataset", "model", "name", "metric") else "left")
     for row in rows:
         t.add_row(*[fmt(v) for v in row])
     console = Console()

@@ -10,13 +10,24 @@ import typer
 
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run directory written by `sciml train`.")],
-    data: Annotated[list[Path], typer.Option(help="Test dataset(s); repeat for several resolutions.")],
+    data: Annotated[Optional[list[Path]], typer.Option(help="Test dataset(s); repeat for several resolutions.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="JSON file for the results (default RUN/eval.json).")] = None,
     solver_samples: Annotated[int, typer.Option(help="Samples re-solved to time the classical solver.")] = 10,
+    graphs: Annotated[int, typer.Option(help="cgs runs: fresh test graphs.")] = 100,
 ) -> None:
-    """Relative L2 error (mean, std, max), inference and classical-solver time per sample, speed-up."""
+    """Relative L2 error (mean, std, max), inference and classical-solver time per sample, speed-up.
+
+    A CGS run (`sciml train cgs`) is scored on fresh graphs instead: pore-network pressure MSE
+    against the exact sparse solve, or MDP value MAPE and greedy-policy accuracy.
+    """
     from .. import evaluation
+    from ..errors import ConfigError
     from ._common import table
+
+    if (run / "solver.json").is_file():
+        return _evaluate_learned_solver(run, data, graphs)
+    if not data:
+        raise ConfigError("--data is required: the test dataset(s) to evaluate the model on")
 
     result = evaluation.evaluate(run, data=data, out=out, n_solver_samples=solver_samples)
     rows = []
@@ -34,6 +45,26 @@ def evaluate(
         if "error" in r:
             print(f"{Path(r['path']).name} not evaluated: {r['error']}")
     print(f"wrote {result['out']}")
+
+
+def _evaluate_learned_solver(run: Path, data, graphs: int) -> None:
+    import json
+
+    from ..errors import ConfigError
+    from ._common import table
+
+    kind = json.loads((run / "solver.json").read_text()).get("kind")
+    if kind != "cgs":
+        raise ConfigError(f"{run} is a {kind} solver: compare it with `sciml solve PDE -s N --method cg,pcg-amg,{kind}:{run}`")
+    if data:
+        raise ConfigError("a cgs run is scored on fresh generated graphs; drop --data (use --graphs N)")
+    from ..solvers.cgs import evaluate_cgs
+
+    m = evaluate_cgs(run, n_graphs=graphs)
+    skip = {"task", "n_graphs", "seed"}
+    table(["metric", "value"], [[k, v] for k, v in m.items() if k not in skip and not isinstance(v, (dict, list))],
+          title=f"cgs {m['task']} on {m['n_graphs']} fresh graphs (seed {m['seed']})")
+    print(f"wrote {run / 'evaluation.json'}")
 
 
 def register(app: typer.Typer) -> None:

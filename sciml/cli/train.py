@@ -107,7 +107,22 @@ def _train_learned_solver(model, *, out, config, seed, batch_size, lr, device, s
               f"final loss {result['train_loss']:.4g} (validation {result['val_loss']:.4g}); "
               f"use it with `sciml solve ... --method dcdm:{result['run_dir']}`")
         return
-    raise ConfigError(f"unknown learned solver {model!r}")
+    if pde or resolution or param:
+        raise ConfigError("--pde, --resolution and --param are options of dcdm; cgs takes --task porenet|mdp")
+    if device:
+        raise ConfigError("cgs trains on the CPU (its graphs are small); drop --device")
+    from ..solvers.cgs import train_cgs
+
+    kwargs = {"updates": steps, "batch_graphs": batch_size, "lr": lr, "seed": seed}
+    options.update({k: v for k, v in kwargs.items() if v is not None})
+    options.update(parse_assignments(option, "--option"))
+    task = task or options.pop("task", None)
+    if task is None:
+        raise ConfigError("--task is required for cgs: porenet (pore-network pressure) or mdp (graph value iteration)")
+    result = train_cgs(task, out, progress=progress, model=net_cfg or None, **options)
+    print(f"run {result['run_dir']}: cgs {result['task']}, {result['updates']} updates, {result['parameters']} parameters, "
+          f"final loss {result['final_loss']:.4g}, {result['mean_forward_iterations']:.1f} fixed-point iterations; "
+          f"score it with `sciml evaluate {result['run_dir']}`")
 
 
 def register(app: typer.Typer) -> None:
