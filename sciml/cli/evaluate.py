@@ -48,12 +48,11 @@ def evaluate(
 
 
 def _evaluate_learned_solver(run: Path, data, graphs: int) -> None:
-    import json
-
     from ..errors import ConfigError
+    from ..solvers.learned_runs import read_meta
     from ._common import table
 
-    kind = json.loads((run / "solver.json").read_text()).get("kind")
+    kind = read_meta(run)["kind"]
     if kind != "cgs":
         raise ConfigError(f"{run} is a {kind} solver: compare it with `sciml solve PDE -s N --method cg,pcg-amg,{kind}:{run}`")
     if data:

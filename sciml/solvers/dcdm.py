@@ -318,27 +318,21 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _training_systems(opts: DCDMTrainOptions, dim: int):
+def _training_systems(opts: DCDMTrainOptions):
+    """``(A, grid shape, fluid rows, vector generator)`` of each training matrix."""
     from ..datasets import system
+    from .linear import is_symmetric
 
     out = []
     for i in range(opts.n_systems):
         A, _, info = system(opts.pde, resolution=opts.resolution, seed=opts.seed, index=i, **opts.params)
-        if info["dim"] != dim:
-            raise ConfigError(f"the network is {dim}-D but {opts.pde} is {info['dim']}-D; set dim={info['dim']}")
         A = sp.csr_matrix(A)
-        if not linear_is_symmetric(A):
+        if not is_symmetric(A):
             raise ConfigError(f"DCDM needs a symmetric positive definite matrix; {opts.pde} is not symmetric")
         fluid = fluid_rows(A)
         out.append((A, tuple(info["shape"]), fluid, SpectralRHS(A, opts.low_fraction, opts.low_weight, opts.degree,
                                                                 mask=fluid, seed=opts.seed + i)))
     return out
-
-
-def linear_is_symmetric(A) -> bool:
-    from .linear import is_symmetric
-
-    return is_symmetric(A)
 
 
 def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progress: bool = True, **options) -> dict:
@@ -352,21 +346,19 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
     if (out / "solver.json").exists() or (out / "model.json").exists():
         raise ConfigError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
     opts = from_dict(DCDMTrainOptions, options, "DCDM training options")
-    if config is None or isinstance(config, dict):
-        cfg = dict(config or {})
-        if "dim" not in cfg:
-            from ..datasets import system
-
-            cfg["dim"] = system(opts.pde, resolution=max(opts.resolution, 2), seed=opts.seed, **opts.params)[2]["dim"]
-        config = from_dict(DCDMConfig, cfg, "DCDM network config")
     device = _device(opts.device)
+    systems = _training_systems(opts)
+    dim = len(systems[0][1])
+    if config is None or isinstance(config, dict):
+        config = from_dict(DCDMConfig, {"dim": dim, **(config or {})}, "DCDM network config")
+    if config.dim != dim:
+        raise ConfigError(f"the network is {config.dim}-D but {opts.pde} is {dim}-D; set dim={dim}")
     threads = torch.get_num_threads()
     if opts.num_threads:
         torch.set_num_threads(opts.num_threads)
     try:
         torch.manual_seed(opts.seed)
         net = DCDMNet(config).to(device)
-        systems = _training_systems(opts, config.dim)
         rng = np.random.default_rng([opts.seed, 2023])
         prepared = []
         for A, shape, fluid, gen in systems:

@@ -45,11 +45,8 @@ def save_learned(run_dir: str | Path, kind: str, config: dict, net: nn.Module, e
     return run_dir
 
 
-def read_learned(run_dir: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(state_dict, meta)`` of a learned-solver run; ``kind`` checks what was trained there."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def read_meta(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """The checked ``solver.json`` of a learned-solver run; ``kind`` checks what was trained there."""
     run_dir = Path(run_dir)
     meta_path = run_dir / META
     if not run_dir.is_dir():
@@ -64,6 +61,16 @@ def read_learned(run_dir: str | Path, kind: str | None = None) -> tuple[dict[str
         raise CheckpointError(f"{meta_path} is damaged ({exc}); retrain the run") from None
     if kind is not None and meta["kind"] != kind:
         raise CheckpointError(f"{run_dir} holds a {meta['kind']!r} solver, not {kind!r}")
+    return meta
+
+
+def read_learned(run_dir: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, meta)`` of a learned-solver run; ``kind`` checks what was trained there."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir, kind)
     weights = run_dir / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights} not found; the run has no saved weights, retrain it")
