@@ -221,3 +221,15 @@ def test_solve_a_stored_sample(tmp_path, capsys):
     assert len(rows) == 2 and all("yes" in r for r in rows) and "1000 unknowns" in out
     code, _, err = run_cli(["solve", "--data", path, "--index", 7], capsys)
     assert_one_line_error(code, err, "7")
+
+
+def test_command_line_mistakes_are_one_line_errors(capsys):
+    """Unknown options or commands and missing values: one line naming the problem, exit 1."""
+    code, _, err = run_cli(["generate", "darcy", "-n", "3"], capsys)
+    assert_one_line_error(code, err, "No such option: -n", "sciml generate --help")
+    code, _, err = run_cli(["bogus"], capsys)
+    assert_one_line_error(code, err, "No such command 'bogus'")
+    code, _, err = run_cli(["solve", "darcy", "--method"], capsys)
+    assert_one_line_error(code, err, "--method", "requires an argument")
+    code, out, err = run_cli(["train"], capsys)
+    assert code == 0 and "Usage: sciml train" in out + err and "Traceback" not in err

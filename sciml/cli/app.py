@@ -15,6 +15,16 @@ import typer
 from .. import __version__
 from ..errors import SciMLError
 
+try:  # typer >= 0.20 vendors its own click: its exceptions are not click's
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _typer_click = click.exceptions
+
+_EXIT = (click.exceptions.Exit, typer.Exit)
+_USAGE = (click.ClickException, _typer_click.ClickException)
+_ABORT = (click.exceptions.Abort, typer.Abort)
+_HELP = tuple(c for c in (getattr(_typer_click, "NoArgsIsHelpError", None), getattr(click.exceptions, "NoArgsIsHelpError", None)) if c)
+
 app = typer.Typer(
     name="sciml",
     help="Operator learning and scientific ML: generate PDE data, train neural operators, "
@@ -65,12 +75,17 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _HELP as exc:  # a command run without arguments prints its help
         exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.exit(0)
+    except _USAGE as exc:
+        # bad command-line input (unknown option, missing value): one line, exit code 1
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "sciml"
+        sys.stderr.write(f"error: {exc.format_message()} (see `{where} --help`)\n")
+        sys.exit(1)
+    except (*_ABORT, KeyboardInterrupt):
         sys.stderr.write("interrupted\n")
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)

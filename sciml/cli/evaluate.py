@@ -53,6 +53,9 @@ def _evaluate_learned_solver(run: Path, data, graphs: int) -> None:
     from ._common import table
 
     kind = read_meta(run)["kind"]
+    if kind == "precond":
+        raise ConfigError(f"{run} is a neural preconditioner: compare it with `sciml solve --data FILE "
+                          f"--method pcg-ic,pcg-amg,hints:{run},fcg:{run},fgmres:{run}` (or `sciml solve darcy -s 130 ...`)")
     if kind != "cgs":
         raise ConfigError(f"{run} is a {kind} solver: compare it with `sciml solve PDE -s N --method cg,pcg-amg,{kind}:{run}`")
     if data:

@@ -16,7 +16,8 @@ def solve(
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     index: Annotated[int, typer.Option(help="Sample index (with --data: the stored sample).")] = 0,
     data: Annotated[Optional[Path], typer.Option(help="Take the system of a stored sample of this dataset.")] = None,
-    method: Annotated[str, typer.Option(help="Comma-separated methods, e.g. pcg-amg,cg,direct.")] = "pcg-amg,cg",
+    method: Annotated[str, typer.Option(help="Comma-separated methods, e.g. pcg-amg,cg,direct; with a trained "
+                                              "preconditioner RUN also hints:RUN, fcg:RUN, fgmres:RUN.")] = "pcg-amg,cg",
     tol: Annotated[float, typer.Option(help="Relative residual tolerance.")] = 1e-8,
     maxiter: Annotated[Optional[int], typer.Option(help="Iteration limit of iterative methods.")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Generator parameter KEY=VALUE.")] = None,
@@ -39,6 +40,9 @@ def solve(
              r.setup_time, r.solve_time, r.total_time] for r in results]
     table(["method", "converged", "iterations", "rel. residual", "setup s", "solve s", "total s"], rows,
           title=f"{A.shape[0]} unknowns, tol {tol:g}")
+    for r in results:
+        for note in r.notes:
+            print(f"{r.method}: {note}")
     if plot is not None:
         from ..evaluation.plots import plot_residuals
 

@@ -32,10 +32,13 @@ def train(
     resolution: Annotated[Optional[int], typer.Option("--resolution", "-s", help="dcdm: grid points per dimension.")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="dcdm: generator parameter KEY=VALUE.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="dcdm/cgs: optimiser steps.")] = None,
-    task: Annotated[Optional[str], typer.Option(help="cgs: porenet or mdp.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="precond: train a grid operator as a preconditioner; cgs: porenet or mdp.")] = None,
 ) -> None:
     """Train with the relative L2 loss, fitted normalisers, Adam and a scheduler; writes a run directory.
 
+    `--task precond` trains a grid operator (fno, mgno, unet, ...) as the preconditioner of a Krylov
+    solver on the matrices of a Darcy/ConDiff dataset: `sciml train fno --task precond --data darcy.h5
+    --out runs/p`, then `sciml solve darcy -s 130 --method hints:runs/p,fcg:runs/p,pcg-amg`.
     Learned solvers train on generated problems instead of a dataset:
     `sciml train dcdm --pde poisson3d -s 32 --out runs/dcdm` and `sciml train cgs --task porenet --out runs/cgs`.
     """
@@ -43,6 +46,11 @@ def train(
     from ..config import load_yaml
     from ..errors import ConfigError
 
+    if task == "precond":
+        return _train_preconditioner(model, data=data, out=out, config=config, epochs=epochs, batch_size=batch_size,
+                                     lr=lr, n_train=n_train, device=device, seed=seed, set_=set_, option=option,
+                                     progress=progress, rest={"--resume": resume, "--test-data": test_data, "--pde": pde,
+                                                              "--resolution": resolution, "--param": param, "--steps": steps})
     if model in LEARNED_SOLVERS:
         return _train_learned_solver(model, out=out, config=config, seed=seed, batch_size=batch_size, lr=lr,
                                      device=device, set_=set_, option=option, progress=progress, pde=pde,
@@ -79,6 +87,39 @@ def train(
 
 
 LEARNED_SOLVERS = ("dcdm", "cgs")
+
+
+def _train_preconditioner(model, *, data, out, config, epochs, batch_size, lr, n_train, device, seed, set_, option,
+                          progress, rest) -> None:
+    """``sciml train MODEL --task precond``: a grid operator as a Krylov preconditioner."""
+    from ..config import load_yaml
+    from ..errors import ConfigError
+    from ..solvers.neural_precond import train_preconditioner
+
+    for flag, value in rest.items():
+        if value:
+            raise ConfigError(f"{flag} is not an option of --task precond; it trains on the matrices of --data")
+    options = load_yaml(config) if config else {}
+    options.pop("task", None)
+    model = model or options.pop("model", None)
+    if model is None or model in LEARNED_SOLVERS:
+        raise ConfigError("name the grid operator to train as a preconditioner, e.g. `sciml train fno --task precond --data darcy.h5 --out runs/p`")
+    options.pop("model", None)
+    data = data or options.pop("data", None)
+    options.pop("data", None)
+    if data is None:
+        raise ConfigError("--data is required: a Darcy or ConDiff dataset (.h5) whose matrices the preconditioner learns")
+    if out is None:
+        raise ConfigError("--out is required: the run directory to create, e.g. --out runs/precond")
+    net_cfg = {**options.pop("model_config", {}), **parse_assignments(set_, "--set")}
+    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": n_train, "device": device, "seed": seed}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    options.update(parse_assignments(option, "--option"))
+    result = train_preconditioner(model, data, out, model_config=net_cfg, progress=progress, **options)
+    val = f" (validation {result['val_loss']:.4g})" if result.get("val_loss") is not None else ""
+    print(f"run {result['run_dir']}: {result['model']} preconditioner, {result['epochs']} epochs, "
+          f"{result['parameters']} parameters, energy loss {result['train_loss']:.4g}{val}; use it with "
+          f"`sciml solve --data FILE --method hints:{result['run_dir']},fcg:{result['run_dir']},pcg-amg`")
 
 
 def _train_learned_solver(model, *, out, config, seed, batch_size, lr, device, set_, option, progress, pde,

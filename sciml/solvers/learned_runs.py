@@ -50,7 +50,7 @@ def read_meta(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     meta_path = run_dir / META
     if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir} is not a run directory; train one first (e.g. `sciml train dcdm --pde poisson --out {run_dir}`)")
+        raise CheckpointError(f"{run_dir} is not a run directory; train one first (`sciml train dcdm|cgs ...`, or `sciml train fno --task precond ...` for a preconditioner)")
     if not meta_path.is_file():
         raise CheckpointError(f"{run_dir} has no {META}: it is not a learned-solver run (or its training never saved); retrain it")
     try:

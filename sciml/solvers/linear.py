@@ -52,6 +52,8 @@ class SolveResult:
     setup_time, solve_time : wall seconds of the set-up (factorisation, AMG hierarchy) and of
         the solve proper.
     method : the method that ran (``auto`` resolved).
+    notes : what the user should know about the run, e.g. the iteration at which a neural
+        preconditioner stopped helping and the classical fallback took over.
     """
 
     x: np.ndarray
@@ -61,6 +63,7 @@ class SolveResult:
     setup_time: float
     solve_time: float
     method: str
+    notes: tuple[str, ...] = ()
 
     @property
     def total_time(self) -> float:
@@ -86,11 +89,17 @@ def register(name: str):
 
 
 # methods that take a trained run: ``NAME:RUN_DIR``, implemented in the named module
-_RUN_METHODS = {"dcdm": ("sciml.solvers.dcdm", "solve_with_run")}
+_RUN_METHODS = {
+    "dcdm": ("sciml.solvers.dcdm", "solve_with_run"),
+    "fcg": ("sciml.solvers.neural_precond", "solve_fcg"),
+    "fgmres": ("sciml.solvers.neural_precond", "solve_fgmres"),
+    "hints": ("sciml.solvers.neural_precond", "solve_hints"),
+}
 
 
 def available() -> list[str]:
-    """Names of the solve methods, ``auto`` first; ``dcdm:RUN`` takes a trained run directory."""
+    """Names of the solve methods, ``auto`` first; ``NAME:RUN`` methods take a trained run directory
+    (``dcdm:RUN``; ``fcg:RUN``, ``fgmres:RUN``, ``hints:RUN`` with a trained neural preconditioner)."""
     return ["auto", *_METHODS, *(f"{k}:RUN" for k in _RUN_METHODS)]
 
 
@@ -278,45 +287,74 @@ def _cg(A, b, tol, maxiter, x0) -> SolveResult:
     return _pcg_result("cg", A, b, tol, maxiter or 10 * A.shape[0], x0, 0.0, None)
 
 
+CLASSICAL_PRECONDITIONERS = ("jacobi", "sgs", "ic", "amg")
+
+
+def classical_preconditioner(A: sp.csr_matrix, name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``r -> M^-1 r`` of a classical preconditioner of the SPD matrix ``A``.
+
+    ``jacobi``: the inverse diagonal. ``sgs``: one symmetric Gauss-Seidel sweep (forward, then
+    backward; pyamg's compiled relaxation) from zero. ``ic``: IC(0) (:mod:`.incomplete`).
+    ``amg``: one classical Ruge-Stuben V-cycle (pyamg) with one forward Gauss-Seidel sweep
+    before and one backward sweep after the coarse correction, which keeps it symmetric at half
+    the smoothing of pyamg's default: 17 instead of 14 iterations but 0.39-0.41 vs 0.47-0.50 s
+    per Darcy solve at 421^2. Classical AMG keeps its convergence at high coefficient contrast,
+    where smoothed aggregation degrades (TARGETS.md: 15 vs 54 iterations at 1024^2).
+    """
+    if name == "jacobi":
+        d = A.diagonal()
+        if np.any(d <= 0):
+            raise ConfigError("Jacobi preconditioning needs a positive diagonal; use method 'gmres' or 'direct'")
+        inv = 1.0 / d
+        return lambda r: inv * r
+    if name == "sgs":
+        from pyamg.relaxation.relaxation import gauss_seidel
+
+        if np.any(A.diagonal() == 0):
+            raise ConfigError("Gauss-Seidel needs a nonzero diagonal; use method 'gmres' or 'direct'")
+
+        def sgs(r: np.ndarray) -> np.ndarray:
+            z = np.zeros_like(r)
+            gauss_seidel(A, z, r, iterations=1, sweep="symmetric")
+            return z
+
+        return sgs
+    if name == "ic":
+        from .incomplete import ichol0, triangular_solver
+
+        return triangular_solver(ichol0(A))
+    if name == "amg":
+        import pyamg
+
+        hierarchy = pyamg.ruge_stuben_solver(
+            A,
+            presmoother=("gauss_seidel", {"sweep": "forward"}),
+            postsmoother=("gauss_seidel", {"sweep": "backward"}),
+        )
+        return hierarchy.aspreconditioner(cycle="V").matvec
+    raise UnknownNameError("classical preconditioner", name, list(CLASSICAL_PRECONDITIONERS))
+
+
+def _classical_pcg(name: str, A, b, tol, maxiter, x0, default_maxiter: int) -> SolveResult:
+    t0 = time.perf_counter()
+    precondition = classical_preconditioner(A, name)
+    setup = time.perf_counter() - t0
+    return _pcg_result(f"pcg-{name}", A, b, tol, maxiter or default_maxiter, x0, setup, precondition)
+
+
 @register("pcg-jacobi")
 def _pcg_jacobi(A, b, tol, maxiter, x0) -> SolveResult:
-    t0 = time.perf_counter()
-    d = A.diagonal()
-    if np.any(d <= 0):
-        raise ConfigError("Jacobi preconditioning needs a positive diagonal; use method 'gmres' or 'direct'")
-    inv = 1.0 / d
-    setup = time.perf_counter() - t0
-    return _pcg_result("pcg-jacobi", A, b, tol, maxiter or 10 * A.shape[0], x0, setup, lambda r: inv * r)
+    return _classical_pcg("jacobi", A, b, tol, maxiter, x0, 10 * A.shape[0])
 
 
 @register("pcg-ic")
 def _pcg_ic(A, b, tol, maxiter, x0) -> SolveResult:
-    from .incomplete import ichol0, triangular_solver
-
-    t0 = time.perf_counter()
-    solve_llt = triangular_solver(ichol0(A))
-    setup = time.perf_counter() - t0
-    return _pcg_result("pcg-ic", A, b, tol, maxiter or 10 * A.shape[0], x0, setup, solve_llt)
+    return _classical_pcg("ic", A, b, tol, maxiter, x0, 10 * A.shape[0])
 
 
 @register("pcg-amg")
 def _pcg_amg(A, b, tol, maxiter, x0) -> SolveResult:
-    import pyamg
-
-    t0 = time.perf_counter()
-    # classical RS AMG keeps its convergence at high coefficient contrast, where smoothed
-    # aggregation degrades (TARGETS.md: 15 vs 54 iterations at 1024^2). One forward
-    # Gauss-Seidel sweep before and one backward sweep after the coarse correction keep the
-    # V-cycle symmetric at half the smoothing of pyamg's default (symmetric sweeps both
-    # sides): 17 instead of 14 iterations but 0.39-0.41 vs 0.47-0.50 s per Darcy solve at 421^2.
-    hierarchy = pyamg.ruge_stuben_solver(
-        A,
-        presmoother=("gauss_seidel", {"sweep": "forward"}),
-        postsmoother=("gauss_seidel", {"sweep": "backward"}),
-    )
-    vcycle = hierarchy.aspreconditioner(cycle="V")
-    setup = time.perf_counter() - t0
-    return _pcg_result("pcg-amg", A, b, tol, maxiter or 500, x0, setup, vcycle.matvec)
+    return _classical_pcg("amg", A, b, tol, maxiter, x0, 500)
 
 
 @register("gmres")

@@ -1,0 +1,518 @@
+"""A trained grid operator (FNO, MgNO, U-Net, ...) as the preconditioner of a Krylov solver.
+
+The network learns an approximate inverse: it takes the coefficient field and a residual ``r``
+and returns a correction ``z ~ A^-1 r``. The solve methods
+
+* ``fcg:RUN``: flexible CG (:func:`sciml.solvers.flexible.fcg`) with ``z = net(r)``;
+* ``fgmres:RUN``: flexible GMRES with the same preconditioner;
+* ``hints:RUN``: flexible CG with a hybrid preconditioner in the spirit of HINTS (Zhang,
+  Kahana, Turkel, Karniadakis, Lu, arXiv 2208.13273 / Nat. Mach. Intell. 2024): relaxation
+  sweeps remove the high-frequency error, the operator the smooth error it learnt. Each
+  application runs ``sweeps`` forward Gauss-Seidel sweeps from zero, the network on the
+  remaining residual (scaled by the exact energy line search), then ``sweeps`` backward sweeps.
+
+Inputs (computed from the matrix, so any 5-point / 7-point system on a square or cubic grid
+works, whichever generator or file it came from): per node the ``2 d`` face coefficients of
+the stencil, ``w = -A[i, i +- s_k]`` (on the boundary the Dirichlet face gets what the diagonal
+holds beyond the interior faces), as ``log w`` minus its mean over the grid, which removes the
+``1/h^2`` and any global scale; and the residual scaled to unit RMS. The output scale does not
+matter: both flexible methods take the optimal step along ``z``.
+
+Training (:func:`train_preconditioner`): residual-like right-hand sides ``r`` from white to
+smooth: white noise coloured by ``lambda^-beta`` in the sine basis of the grid Laplacian
+(eigenvalues ``lambda``), ``beta`` uniform in ``smoothness`` (default [0, 1]: white noise to
+``Laplace^-1`` noise). The default ``energy`` loss is the energy error left after one exact
+line search along ``z``:
+
+    1 - (z.r)^2 / ((z.A z) (r.A^-1 r))   in [0, 1],  0 iff z is parallel to A^-1 r,
+
+the quantity that decides how much one flexible-CG step gains (``r.A^-1 r`` comes from a
+sparse direct solve per training vector). ``residual`` is the same with ``||r - c A z||^2``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..config import from_dict, to_dict
+from ..errors import ConfigError, DataError, ModelError
+from .linear import SolveResult
+
+KIND = "precond"
+#: model config on top of each architecture's defaults (``--set`` overrides): FNO zero-pads the
+#: non-periodic grid, U-Net uses no batch statistics (a preconditioner sees single residuals).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fno": {"modes": 16, "width": 32, "padding": 8},
+    "unet": {"norm": "none", "depth": 4, "width": 16},
+    "mgno": {"levels": 5, "channels": 24, "n_layers": 4},
+}
+
+
+# ----------------------------------------------------------------------------- the stencil
+
+
+def grid_dim(A: sp.spmatrix) -> int:
+    """2 for a 5-point, 3 for a 7-point stencil (from the nonzeros per row)."""
+    per_row = A.nnz / max(A.shape[0], 1)
+    return 2 if per_row <= 5 else 3
+
+
+def stencil(A: sp.spmatrix, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(diag (*shape), off (2 d, *shape))`` of a 5/7-point matrix on the C-ordered grid ``shape``.
+
+    ``off[2 k]`` holds ``A[i, i + s_k]`` (the next node along axis ``k``), ``off[2 k + 1]``
+    ``A[i, i - s_k]``; zero where the neighbour is outside the grid. Raises DataError for any
+    other sparsity (another stencil, a periodic wrap, the wrong grid).
+    """
+    A = sp.coo_matrix(A)
+    n = int(np.prod(shape))
+    if A.shape != (n, n):
+        raise DataError(f"the matrix has {A.shape[0]} unknowns, the grid {'x'.join(map(str, shape))} has {n}")
+    strides = [int(np.prod(shape[k + 1:])) for k in range(len(shape))]
+    rows, cols, vals = A.row, A.col, A.data
+    off = np.zeros((2 * len(shape), n))
+    diag = np.zeros(n)
+    placed = cols == rows
+    diag[rows[placed]] = vals[placed]
+    index = np.unravel_index(rows, shape)
+    for k, s in enumerate(strides):
+        for j, sign in enumerate((1, -1)):
+            sel = (cols - rows == sign * s) & ((index[k] + sign >= 0) & (index[k] + sign < shape[k]))
+            off[2 * k + j, rows[sel]] = vals[sel]
+            placed |= sel
+    if not np.all(placed | (vals == 0)):
+        raise DataError(
+            f"a neural preconditioner needs a {2 * len(shape) + 1}-point stencil on a "
+            f"{'x'.join(map(str, shape))} grid; this matrix couples other unknowns (another stencil, "
+            "grid or boundary condition)"
+        )
+    return diag.reshape(shape), off.reshape(2 * len(shape), *shape)
+
+
+def face_features(diag: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """Centred log face coefficients ``(2 d, *shape)`` float32 (see the module docstring)."""
+    w = -off.copy()
+    missing = off == 0
+    remainder = np.clip(diag - w.sum(axis=0), 0.0, None)
+    count = missing.sum(axis=0)
+    share = np.where(count > 0, remainder / np.maximum(count, 1), 0.0)
+    w = np.where(missing, share[None], w)
+    positive = w[w > 0]
+    floor = positive.min() if positive.size else 1.0
+    logw = np.log(np.maximum(w, floor * 1e-3))
+    return (logw - logw.mean()).astype(np.float32)
+
+
+def stencil_apply(diag: torch.Tensor, off: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``A z`` per sample: ``diag`` ``(B, *S)``, ``off`` ``(B, 2 d, *S)``, ``z`` ``(B, *S)``.
+
+    Off-diagonals are zero where the neighbour is outside the grid, so a periodic roll is exact.
+    """
+    out = diag * z
+    for k in range(z.ndim - 1):
+        axis = k + 1
+        out = out + off[:, 2 * k] * torch.roll(z, -1, axis) + off[:, 2 * k + 1] * torch.roll(z, 1, axis)
+    return out
+
+
+def energy_loss(diag, off, r, z, r_ainv_r, eps: float = 1e-30) -> torch.Tensor:
+    """Mean over the batch of ``1 - (z.r)^2 / ((z.A z)(r.A^-1 r))`` (shapes as :func:`stencil_apply`)."""
+    dims = tuple(range(1, z.ndim))
+    zr = (z * r).sum(dims)
+    zaz = (z * stencil_apply(diag, off, z)).sum(dims)
+    return (1 - zr**2 / (zaz.clamp_min(eps) * r_ainv_r)).mean()
+
+
+def residual_loss(diag, off, r, z, eps: float = 1e-30) -> torch.Tensor:
+    """Mean over the batch of ``min_c ||r - c A z||^2 / ||r||^2 = 1 - (Az.r)^2 / (||Az||^2 ||r||^2)``."""
+    dims = tuple(range(1, z.ndim))
+    az = stencil_apply(diag, off, z)
+    return (1 - (az * r).sum(dims) ** 2 / ((az * az).sum(dims).clamp_min(eps) * (r * r).sum(dims))).mean()
+
+
+# ----------------------------------------------------------------------------- right-hand sides
+
+
+def laplacian_eigenvalues(shape: tuple[int, ...]) -> np.ndarray:
+    """Eigenvalues of the unit-spacing Dirichlet Laplacian on ``shape`` in the DST-I basis."""
+    lam = np.zeros(shape)
+    for k, n in enumerate(shape):
+        j = np.arange(1, n + 1)
+        view = [1] * len(shape)
+        view[k] = n
+        lam = lam + (4 * np.sin(np.pi * j / (2 * (n + 1))) ** 2).reshape(view)
+    return lam
+
+
+def residual_like(rng: np.random.Generator, shape: tuple[int, ...], count: int,
+                  smoothness: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """``count`` vectors ``(count, N)`` with unit RMS: sine-basis noise scaled by ``lambda^-beta``."""
+    from scipy.fft import idstn
+
+    lam = laplacian_eigenvalues(shape) / (4 * len(shape))  # in (0, 1]
+    lo, hi = smoothness
+    out = np.empty((count, int(np.prod(shape))))
+    for i in range(count):
+        beta = rng.uniform(lo, hi)
+        coeff = rng.standard_normal(shape) * lam ** (-beta)
+        v = idstn(coeff, type=1, norm="ortho").reshape(-1)
+        out[i] = v / np.sqrt(np.mean(v * v))
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecondTrainOptions:
+    """Options of :func:`train_preconditioner`.
+
+    epochs, batch_size, lr, weight_decay: Adam with a cosine schedule to ``lr / 100``.
+    n_train: coefficient samples taken from the file (all when None); ``val_fraction`` of them
+        (the last ones) are held out to report the validation loss.
+    rhs_per_system: training right-hand sides drawn per coefficient sample.
+    smoothness: range of ``beta`` of the residual-like right-hand sides (0 white, 1 smooth).
+    loss: ``energy`` (default) or ``residual`` (see the module docstring).
+    seed, device (``auto``/``cpu``/``cuda``), num_threads, checkpoint_every (epochs).
+    """
+
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    n_train: Optional[int] = None
+    val_fraction: float = 0.1
+    rhs_per_system: int = 8
+    smoothness: tuple[float, float] = (0.0, 1.0)
+    loss: Literal["energy", "residual"] = "energy"
+    seed: int = 0
+    device: str = "auto"
+    num_threads: Optional[int] = None
+    checkpoint_every: int = 5
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size", "rhs_per_system", "checkpoint_every"):
+            if not (isinstance(getattr(self, key), int) and getattr(self, key) >= 1):
+                raise ConfigError(f"precond training option {key!r} must be an integer >= 1, got {getattr(self, key)!r}")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ConfigError(f"precond training needs lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.n_train is not None and self.n_train < 2:
+            raise ConfigError(f"n_train must be >= 2 (or null for all samples), got {self.n_train}")
+        lo, hi = self.smoothness
+        if not 0 <= lo <= hi <= 2:
+            raise ConfigError(f"smoothness must be a range [lo, hi] with 0 <= lo <= hi <= 2, got {list(self.smoothness)}")
+        if self.loss not in ("energy", "residual"):
+            raise ConfigError(f"precond loss must be 'energy' or 'residual', got {self.loss!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+
+@dataclasses.dataclass
+class _Systems:
+    """Training tensors: features ``(S, 2d, *g)``, stencils, and vectors ``r`` with their system."""
+
+    features: torch.Tensor
+    diag: torch.Tensor
+    off: torch.Tensor
+    r: torch.Tensor
+    r_ainv_r: torch.Tensor
+    system: torch.Tensor
+
+    def to(self, device) -> "_Systems":
+        return _Systems(*(t.to(device) for t in dataclasses.astuple(self)))
+
+
+def _prepare(matrices: list[sp.csr_matrix], shape: tuple[int, ...], opts: PrecondTrainOptions, first: int,
+             progress) -> _Systems:
+    import scipy.sparse.linalg as spla
+
+    feats, diags, offs, rs, rar, owner = [], [], [], [], [], []
+    for i, A in enumerate(matrices):
+        diag, off = stencil(A, shape)
+        scale = float(diag.mean())  # A / scale keeps float32 tame; the losses are scale invariant
+        feats.append(face_features(diag, off))
+        diags.append(diag / scale)
+        offs.append(off / scale)
+        r = residual_like(np.random.default_rng([opts.seed, first + i, 7]), shape, opts.rhs_per_system, opts.smoothness)
+        e = spla.splu(sp.csc_matrix(A), permc_spec="MMD_AT_PLUS_A").solve(np.ascontiguousarray(r.T)).T
+        rs.append(r.reshape(-1, *shape))
+        rar.append(np.sum(r * e, axis=1) * scale)
+        owner.append(np.full(len(r), i))
+        progress()
+    f32 = lambda xs: torch.from_numpy(np.stack(xs).astype(np.float32))  # noqa: E731
+    return _Systems(f32(feats), f32(diags), f32(offs), torch.from_numpy(np.concatenate(rs).astype(np.float32)),
+                    torch.from_numpy(np.concatenate(rar)), torch.from_numpy(np.concatenate(owner)))
+
+
+def build_network(model: str, dim: int, model_config: dict | None = None, seed: int = 0) -> torch.nn.Module:
+    """The grid operator ``model`` with ``2 dim + 1`` input channels and one output channel."""
+    from ..operators import base
+
+    if model not in base.available():
+        from ..errors import UnknownNameError
+
+        raise UnknownNameError("model", model, [m for m in base.available() if getattr(base.get(m), "input_kind", "grid") == "grid"])
+    cls = base.get(model)
+    if getattr(cls, "input_kind", "grid") != "grid":
+        raise ConfigError(f"a neural preconditioner needs a grid operator (e.g. fno, mgno, unet); {model!r} takes points")
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    config = {k: v for k, v in MODEL_DEFAULTS.get(model, {}).items() if k in fields}
+    config.update({"in_channels": 2 * dim + 1, "out_channels": 1, "dim": dim})
+    config.update(model_config or {})
+    if config["in_channels"] != 2 * dim + 1 or config["out_channels"] != 1:
+        raise ConfigError(f"a {dim}-D neural preconditioner has {2 * dim + 1} input channels and 1 output; drop "
+                          "in_channels/out_channels from the model config")
+    torch.manual_seed(seed)
+    return base.create(model, **config)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def _batch_loss(net, data: _Systems, idx: torch.Tensor, loss: str) -> torch.Tensor:
+    s = data.system[idx]
+    r = data.r[idx]
+    z = net(torch.cat([data.features[s], r.unsqueeze(1)], dim=1))[:, 0]
+    if loss == "energy":
+        return energy_loss(data.diag[s], data.off[s], r, z, data.r_ainv_r[idx].to(z.dtype))
+    return residual_loss(data.diag[s], data.off[s], r, z)
+
+
+@torch.no_grad()
+def _mean_loss(net, data: _Systems, loss: str, batch: int) -> float:
+    net.eval()
+    n = data.r.shape[0]
+    total = sum(float(_batch_loss(net, data, torch.arange(i, min(i + batch, n), device=data.r.device), loss))
+                * (min(i + batch, n) - i) for i in range(0, n, batch))
+    net.train()
+    return total / n
+
+
+def load_matrices(data: str | Path, n: int | None = None, progress: bool = False) -> tuple[list, tuple[int, ...], dict]:
+    """The matrices of the first ``n`` samples of a dataset file, their grid shape and the file's info."""
+    from ..datasets import system_from_file
+    from ..datasets.format import open_dataset
+
+    ds = open_dataset(data)
+    total = int(ds.sizes["sample"])
+    ds.close()
+    n = total if n is None else int(n)
+    if n > total:
+        raise DataError(f"{data}: asked for {n} coefficient samples but the file holds {total}; lower n_train")
+    matrices, shape, info = [], None, {}
+    for i in range(n):
+        A, _, info = system_from_file(data, i)
+        shape = tuple(info["shape"])
+        if len(shape) not in (2, 3):
+            raise DataError(f"{data}: pde {info['pde']!r} is {len(shape)}-D; neural preconditioners need 2-D or 3-D grids")
+        matrices.append(sp.csr_matrix(A))
+    return matrices, shape, info
+
+
+def train_preconditioner(model: str, data: str | Path, out: str | Path, model_config: dict | None = None,
+                         progress: bool = True, **options) -> dict:
+    """Train the grid operator ``model`` as a preconditioner for the matrices of dataset ``data``.
+
+    ``options`` are :class:`PrecondTrainOptions`. Writes the run directory ``out`` (weights,
+    ``solver.json``, ``metrics.jsonl``) and returns a summary.
+    """
+    from .learned_runs import save_learned, step_progress, write_metrics
+
+    out = Path(out)
+    if (out / "solver.json").exists() or (out / "model.json").exists():
+        raise ConfigError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
+    opts = from_dict(PrecondTrainOptions, options, "precond training options")
+    device = _device(opts.device)
+    threads = torch.get_num_threads()
+    if opts.num_threads:
+        torch.set_num_threads(opts.num_threads)
+    try:
+        matrices, shape, info = load_matrices(data, opts.n_train)
+        dim = len(shape)
+        net = build_network(model, dim, model_config, opts.seed).to(device)
+        n_val = int(round(opts.val_fraction * len(matrices)))
+        if len(matrices) - n_val < 1:
+            raise ConfigError(f"{len(matrices)} samples leave none for training with val_fraction={opts.val_fraction}")
+        bar, task = step_progress(progress, len(matrices), "systems")
+        with bar:
+            step = lambda: bar.update(task, advance=1)  # noqa: E731
+            train = _prepare(matrices[: len(matrices) - n_val], shape, opts, 0, step).to(device)
+            val = _prepare(matrices[len(matrices) - n_val:], shape, opts, len(matrices) - n_val, step).to(device) if n_val else None
+        n = train.r.shape[0]
+        batches = math.ceil(n / opts.batch_size)
+        optimiser = torch.optim.Adam(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, opts.epochs * batches, eta_min=opts.lr / 100)
+        meta_base = {"model": net.name, "dim": dim, "train": to_dict(opts), "data": str(Path(data).resolve()),
+                     "pde": info.get("pde"), "shape": list(shape), "parameters": sum(p.numel() for p in net.parameters())}
+        rows: list[dict] = []
+        t0 = time.perf_counter()
+        generator = torch.Generator().manual_seed(opts.seed)
+        bar, task = step_progress(progress, opts.epochs * batches, f"precond {net.name}")
+        with bar:
+            for epoch in range(1, opts.epochs + 1):
+                perm = torch.randperm(n, generator=generator).to(device)
+                total = 0.0
+                for i in range(0, n, opts.batch_size):
+                    idx = perm[i: i + opts.batch_size]
+                    loss = _batch_loss(net, train, idx, opts.loss)
+                    if not torch.isfinite(loss):
+                        raise ModelError(f"precond training diverged at epoch {epoch} (loss {float(loss)}); lower lr "
+                                         f"(lr={opts.lr:g}); the last checkpoint in {out} is kept")
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    total += float(loss.detach()) * idx.numel()
+                    bar.update(task, advance=1, loss=f"{float(loss.detach()):.3g}")
+                row = {"epoch": epoch, "train_loss": total / n, "lr": optimiser.param_groups[0]["lr"],
+                       "seconds": time.perf_counter() - t0}
+                if val is not None:
+                    row["val_loss"] = _mean_loss(net, val, opts.loss, opts.batch_size)
+                rows.append(row)
+                write_metrics(out, rows)
+                if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs:
+                    save_learned(out, KIND, net.config_dict(), net,
+                                 extra={**meta_base, "epoch": epoch, "train_loss": row["train_loss"],
+                                        "val_loss": row.get("val_loss"), "seconds": row["seconds"]})
+    finally:
+        torch.set_num_threads(threads)
+    last = rows[-1]
+    return {"run_dir": str(out), "model": net.name, "epochs": opts.epochs, "train_loss": last["train_loss"],
+            "val_loss": last.get("val_loss"), "parameters": meta_base["parameters"], "seconds": last["seconds"],
+            "shape": shape, "device": str(device)}
+
+
+# ----------------------------------------------------------------------------- preconditioners
+
+
+def load_preconditioner(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The trained network (eval mode, CPU) and the run's metadata."""
+    from ..operators import base
+    from .learned_runs import load_state, read_learned
+
+    state, meta = read_learned(run_dir, KIND)
+    name = meta.get("model")
+    if name not in base.available():
+        raise ModelError(f"{run_dir}/solver.json names the model {name!r}, which this sciml does not have; retrain the run")
+    net = base.create(name, **meta["config"])
+    return load_state(net, state, run_dir), meta
+
+
+class NeuralPreconditioner:
+    """``r -> z ~ A^-1 r`` by the trained network; features of ``A`` computed once."""
+
+    def __init__(self, net: torch.nn.Module, A: sp.spmatrix, shape: tuple[int, ...], device: str | torch.device = "cpu"):
+        self.net = net.to(device).eval()
+        self.shape, self.device = tuple(shape), torch.device(device)
+        diag, off = stencil(A, self.shape)
+        self.features = torch.from_numpy(face_features(diag, off)).unsqueeze(0).to(self.device)
+        self.calls = 0
+
+    @torch.no_grad()
+    def __call__(self, r: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        scale = float(np.sqrt(np.mean(r * r)))
+        if not scale > 0:
+            return np.zeros_like(r)
+        x = torch.from_numpy((r / scale).astype(np.float32)).reshape(1, 1, *self.shape).to(self.device)
+        z = self.net(torch.cat([self.features, x], dim=1))
+        return z.reshape(-1).double().cpu().numpy()
+
+
+class HybridPreconditioner:
+    """HINTS-style ``r -> z``: ``sweeps`` forward Gauss-Seidel sweeps, a line-searched network
+    correction of the remaining residual, ``sweeps`` backward sweeps (all from ``z = 0``)."""
+
+    def __init__(self, A: sp.csr_matrix, network, sweeps: int = 2):
+        self.A, self.network, self.sweeps = sp.csr_matrix(A), network, int(sweeps)
+
+    def __call__(self, r: np.ndarray) -> np.ndarray:
+        from pyamg.relaxation.relaxation import gauss_seidel
+
+        z = np.zeros_like(r)
+        gauss_seidel(self.A, z, r, iterations=self.sweeps, sweep="forward")
+        rest = r - self.A @ z
+        c = self.network(rest)
+        Ac = self.A @ c
+        cAc = float(c @ Ac)
+        if np.isfinite(cAc) and cAc > 0:
+            z += (float(c @ rest) / cAc) * c
+        gauss_seidel(self.A, z, r, iterations=self.sweeps, sweep="backward")
+        return z
+
+
+_CACHE: dict[str, tuple[torch.nn.Module, dict]] = {}
+
+
+def _network_for(A: sp.spmatrix, run: str) -> tuple[NeuralPreconditioner, dict]:
+    from .dcdm import grid_shape
+
+    key = str(Path(run).resolve())
+    if key not in _CACHE:
+        _CACHE[key] = load_preconditioner(run)
+    net, meta = _CACHE[key]
+    dim = int(meta.get("dim", 2))
+    if grid_dim(A) != dim:
+        raise DataError(f"{run} was trained on {dim}-D grids; this matrix is {grid_dim(A)}-D")
+    shape = grid_shape(A.shape[0], dim)
+    return NeuralPreconditioner(net, A, shape, "cuda" if torch.cuda.is_available() else "cpu"), meta
+
+
+def neural_solve(A: sp.spmatrix, b: np.ndarray, run: str | Path, method: str = "fcg", tol: float = 1e-8,
+                 maxiter: int | None = None, x0: np.ndarray | None = None, fallback: str | None = "amg",
+                 sweeps: int = 2, memory: int = 10, restart: int = 30, patience: int = 10) -> SolveResult:
+    """Solve ``A x = b`` with the preconditioner trained in ``run``: ``method`` is ``fcg``,
+    ``fgmres`` or ``hints`` (FCG with the hybrid preconditioner, ``sweeps`` Gauss-Seidel sweeps
+    on each side). ``fallback`` (``amg``, ``ic``, ``sgs``, ``jacobi`` or None) takes over when
+    the network stops helping (see :mod:`sciml.solvers.flexible`)."""
+    from .flexible import fcg, fgmres
+
+    t0 = time.perf_counter()
+    A = sp.csr_matrix(A, dtype=np.float64)
+    network, _ = _network_for(A, str(run))
+    label = "the network"
+    precondition = network
+    if method == "hints":
+        precondition = HybridPreconditioner(A, network, sweeps)
+        label = "the hybrid network/Gauss-Seidel preconditioner"
+    setup = time.perf_counter() - t0
+    name = f"{method}:{run}"
+    if method in ("fcg", "hints"):
+        result = fcg(A, b, precondition, tol, maxiter, x0, memory=memory, fallback=fallback, patience=patience,
+                     name=name, label=label)
+    elif method == "fgmres":
+        result = fgmres(A, b, precondition, tol, maxiter, x0, restart=restart, fallback=fallback, patience=patience,
+                        name=name, label=label)
+    else:
+        raise ConfigError(f"neural preconditioned method must be fcg, fgmres or hints, got {method!r}")
+    return dataclasses.replace(result, setup_time=setup + result.setup_time)
+
+
+def solve_fcg(A, b, tol, maxiter, x0, run) -> SolveResult:
+    """The ``fcg:RUN`` solve method."""
+    return neural_solve(A, b, run, "fcg", tol, maxiter, x0)
+
+
+def solve_fgmres(A, b, tol, maxiter, x0, run) -> SolveResult:
+    """The ``fgmres:RUN`` solve method."""
+    return neural_solve(A, b, run, "fgmres", tol, maxiter, x0)
+
+
+def solve_hints(A, b, tol, maxiter, x0, run) -> SolveResult:
+    """The ``hints:RUN`` solve method."""
+    return neural_solve(A, b, run, "hints", tol, maxiter, x0)
