@@ -276,14 +276,6 @@ def build_network(model: str, dim: int, model_config: dict | None = None, seed: 
     return base.create(model, **config)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
-
-
 def _batch_loss(net, data: _Systems, idx: torch.Tensor, loss: str) -> torch.Tensor:
     s = data.system[idx]
     r = data.r[idx]
@@ -337,7 +329,9 @@ def train_preconditioner(model: str, data: str | Path, out: str | Path, model_co
     if (out / "solver.json").exists() or (out / "model.json").exists():
         raise ConfigError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
     opts = from_dict(PrecondTrainOptions, options, "precond training options")
-    device = _device(opts.device)
+    from ..training.build import resolve_device
+
+    device = resolve_device(opts.device)
     threads = torch.get_num_threads()
     if opts.num_threads:
         torch.set_num_threads(opts.num_threads)
