@@ -133,8 +133,10 @@ def verdicts(rows: list[dict], family: str) -> list[str]:
         fell = [n for n in sizes if get[(n, m)]["notes"]]
         lines.append(f"- {LABELS[m]}: iterations {its} at {' / '.join(f'{n}^2' for n in sizes)} "
                      f"(PCG-IC(0): {' / '.join(str(get[(n, 'pcg-ic')]['iterations']) for n in sizes)}); "
-                     f"fewer than PCG-IC(0) at every size: {'yes' if fewer else 'NO'}; wall time / PCG-AMG: {ratio}"
-                     + (f"; fell back to AMG at {', '.join(f'{n}^2' for n in fell)}" if fell else ""))
+                     f"fewer than PCG-IC(0) at every size: {'yes' if fewer else 'NO'}"
+                     + (f" (counting the AMG iterations after the network stopped helping at "
+                        f"{', '.join(f'{n}^2' for n in fell)})" if fell else " (the network alone)")
+                     + f"; wall time / PCG-AMG: {ratio}")
     return lines
 
 

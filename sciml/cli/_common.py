@@ -17,9 +17,15 @@ def parse_assignments(items: Iterable[str] | None, what: str = "--set") -> dict[
             raise ConfigError(f"{what} expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             raise ConfigError(f"{what} {item!r}: cannot parse the value {value!r}") from None
+        if isinstance(parsed, str):  # YAML 1.1 reads 1e-3 as a string: take it as the number it is
+            try:
+                parsed = float(parsed) if parsed.strip().lower() not in ("nan", "inf", "-inf", "infinity") else parsed
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
     return out
 
 

@@ -14,6 +14,8 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="JSON file for the results (default RUN/eval.json).")] = None,
     solver_samples: Annotated[int, typer.Option(help="Samples re-solved to time the classical solver.")] = 10,
     graphs: Annotated[int, typer.Option(help="cgs runs: fresh test graphs.")] = 100,
+    points: Annotated[Optional[float], typer.Option(help="Point operators (coral, gno): also score on a random fraction of each sample's points.")] = None,
+    points_seed: Annotated[int, typer.Option(help="Seed of the --points sampling (training used 0).")] = 1,
 ) -> None:
     """Relative L2 error (mean, std, max), inference and classical-solver time per sample, speed-up.
 
@@ -44,6 +46,14 @@ def evaluate(
     for r in result["datasets"]:
         if "error" in r:
             print(f"{Path(r['path']).name} not evaluated: {r['error']}")
+    if points is not None:
+        from ..training.coral import evaluate_on_points
+
+        sampled = [evaluate_on_points(run, path, points, seed=points_seed) for path in data]
+        table(["dataset", "points", "n", "rel L2 mean", "std", "max"],
+              [[Path(p).name, s["points"], s["n"], s["rel_l2_mean"], s["rel_l2_std"], s["rel_l2_max"]]
+               for p, s in zip(data, sampled)],
+              title=f"on a random {points:g} of each sample's points (seed {points_seed}): inputs seen and outputs predicted there")
     print(f"wrote {result['out']}")
 
 

@@ -33,6 +33,7 @@ def train(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="dcdm: generator parameter KEY=VALUE.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="dcdm/cgs: optimiser steps.")] = None,
     task: Annotated[Optional[str], typer.Option(help="precond: train a grid operator as a preconditioner; cgs: porenet or mdp.")] = None,
+    points: Annotated[Optional[float], typer.Option(help="coral: fraction of each sample's grid points to train on (e.g. 0.2).")] = None,
 ) -> None:
     """Train with the relative L2 loss, fitted normalisers, Adam and a scheduler; writes a run directory.
 
@@ -51,6 +52,13 @@ def train(
                                      lr=lr, n_train=n_train, device=device, seed=seed, set_=set_, option=option,
                                      progress=progress, rest={"--resume": resume, "--test-data": test_data, "--pde": pde,
                                                               "--resolution": resolution, "--param": param, "--steps": steps})
+    if model == "coral" and resume is None:
+        return _train_coral(data=data, out=out, config=config, batch_size=batch_size, n_train=n_train, device=device,
+                            seed=seed, set_=set_, option=option, progress=progress, points=points, epochs=epochs,
+                            rest={"--test-data": test_data, "--pde": pde, "--resolution": resolution, "--param": param,
+                                  "--steps": steps, "--task": task, "--lr": lr})
+    if points is not None:
+        raise ConfigError("--points is an option of coral (training on a random fraction of the grid points)")
     if model in LEARNED_SOLVERS:
         return _train_learned_solver(model, out=out, config=config, seed=seed, batch_size=batch_size, lr=lr,
                                      device=device, set_=set_, option=option, progress=progress, pde=pde,
@@ -87,6 +95,40 @@ def train(
 
 
 LEARNED_SOLVERS = ("dcdm", "cgs")
+
+
+def _train_coral(*, data, out, config, batch_size, n_train, device, seed, set_, option, progress, points, epochs,
+                 rest) -> None:
+    """``sciml train coral``: both CORAL stages (neural fields, then processor) in one command."""
+    from ..config import load_yaml
+    from ..errors import ConfigError
+    from ..training.coral import train_coral
+
+    for flag, value in rest.items():
+        if value:
+            hint = " (use --option lr_inr=... --option lr_processor=...)" if flag == "--lr" else ""
+            raise ConfigError(f"{flag} is not an option of coral{hint}")
+    if epochs is not None:
+        raise ConfigError("coral trains in two stages: set --option inr_epochs=N --option processor_epochs=M instead of --epochs")
+    options = load_yaml(config) if config else {}
+    options.pop("model", None)
+    data = data or options.pop("data", None)
+    options.pop("data", None)
+    if data is None:
+        raise ConfigError("--data is required: the training dataset (.h5)")
+    if out is None:
+        raise ConfigError("--out is required: the run directory to create, e.g. --out runs/coral")
+    model_cfg = {**options.pop("model_config", {}), **parse_assignments(set_, "--set")}
+    flags = {"batch_size": batch_size, "n_train": n_train, "device": device, "seed": seed, "points": points}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    options.update(parse_assignments(option, "--option"))
+    if model_cfg:
+        options["model_config"] = model_cfg
+    r = train_coral(data, out, progress=progress, **options)
+    print(f"run {r['run_dir']}: coral, {r['inr_epochs']} + {r['processor_epochs']} epochs on {r['points']} points per "
+          f"sample, {r['parameters']} parameters, field loss {r['inr_loss'] if r['inr_loss'] is None else format(r['inr_loss'], '.4g')}, "
+          f"processor loss {r['processor_loss'] if r['processor_loss'] is None else format(r['processor_loss'], '.4g')}; "
+          f"score it with `sciml evaluate {r['run_dir']} --data test.h5 --points 0.2`")
 
 
 def _train_preconditioner(model, *, data, out, config, epochs, batch_size, lr, n_train, device, seed, set_, option,

@@ -22,7 +22,7 @@ from ..errors import CheckpointError, ConfigError
 
 def _load_all() -> None:
     # importing the model modules fills the registry
-    from . import deeponet, fno, gno, lsm, mgno, unet  # noqa: F401
+    from . import coral, deeponet, fno, gno, lsm, mgno, unet  # noqa: F401
 
 
 _MODELS: Registry = Registry("model", _load_all)

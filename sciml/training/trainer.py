@@ -347,6 +347,9 @@ def train(
     elif isinstance(model_or_name, nn.Module) and (options.get("model_config") or config.get("model_config")):
         raise ConfigError("model_config applies to a model name; the given model is already built, pass its name instead")
     opts = resolve_options(config, options)
+    if opts.model == "coral" or getattr(model_or_name, "name", "") == "coral":
+        raise ConfigError("coral trains in two stages (neural fields, then processor): use "
+                          "sciml.training.coral.train_coral(data, out, ...) or `sciml train coral --data D.h5 --out RUN`")
     if data is None:
         raise ConfigError("no training data given; pass data=PATH (--data) of a dataset written by `sciml generate`")
     out = Path(out)
@@ -386,6 +389,8 @@ def _same(a: Any, b: Any) -> bool:
 def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
     out = Path(run_dir)
     operator, info = ckpt.load_operator(out)
+    if info.model_name == "coral":
+        raise ConfigError(f"{out} is a coral run; its two-stage training cannot be resumed yet, train a new run with --out")
     state = ckpt.load_train_state(out)
     saved = dict(info.config)
     if not saved:

@@ -1,0 +1,238 @@
+"""``sciml train coral``: CORAL's two training stages on a grid dataset seen as point sets.
+
+Each sample of the dataset becomes a point cloud: the grid points (coordinates ``linspace(0, 1)``
+per axis, as :class:`sciml.operators.adapters.PointsOnGrid` uses at evaluation) inside the domain
+(where a dataset has a ``mask`` input, 1 marks the points outside, which are left out), of which a
+random fraction ``points`` is kept per sample (``default_rng([seed, i])``), the same points for
+the input and the output function, as in CORAL's irregular-grid experiments. Values are
+normalised per channel (global Gaussian statistics of the training set); the run directory is the
+standard one (``model.safetensors``, ``model.json``, ``config.yaml``, ``metrics.jsonl``), so
+``sciml evaluate`` scores it on full grids, and :func:`evaluate_on_points` on other samplings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..config import dump_yaml, from_dict, to_dict
+from ..errors import ConfigError, DataError
+from ..io import atomic_write_text
+from . import checkpoint as ckpt
+from .build import resolve_device
+from .data import GridData, load_grid_data
+from .normalisers import DataNormaliser
+
+
+@dataclasses.dataclass(frozen=True)
+class CoralTrainOptions:
+    """Options of :func:`train_coral` (defaults: the paper's design-task settings, shortened).
+
+    inr_epochs, processor_epochs: epochs of stage 1 (the two neural fields, meta-learned
+        auto-decoding) and stage 2 (the processor on frozen codes).
+    batch_size, lr_inr (fields' weights, AdamW), lr_code (learned inner step sizes),
+        lr_processor (Adam), weight_decay.
+    points: fraction of each sample's points used for training (``1.0``: all of them).
+    n_train: first samples of the file (all when None); seed; device; num_threads.
+    checkpoint_every: save the model every this many epochs of either stage (and at each stage's end).
+    """
+
+    inr_epochs: int = 300
+    processor_epochs: int = 1000
+    batch_size: int = 32
+    lr_inr: float = 1e-4
+    lr_code: float = 1e-4
+    lr_processor: float = 1e-3
+    weight_decay: float = 0.0
+    points: float = 1.0
+    n_train: Optional[int] = None
+    seed: int = 0
+    device: str = "auto"
+    num_threads: Optional[int] = None
+    checkpoint_every: int = 50
+    model_config: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not 0 < self.points <= 1:
+            raise ConfigError(f"points must be a fraction in (0, 1] of each sample's grid points, got {self.points}")
+        for key in ("inr_epochs", "processor_epochs"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"coral training option {key!r} must be an integer >= 0, got {v!r}")
+        for key in ("batch_size", "checkpoint_every"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"coral training option {key!r} must be an integer >= 1, got {v!r}")
+        if self.n_train is not None and self.n_train < 2:
+            raise ConfigError(f"n_train must be >= 2 (or null for all samples), got {self.n_train}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+
+def _inside(data: GridData) -> torch.Tensor:
+    """``(N, P)`` bool: the grid points inside the domain (all, unless the data carry a ``mask``)."""
+    n = data.x.shape[0]
+    flat = int(np.prod(data.signature.shape))
+    if "mask" not in data.signature.inputs:
+        return torch.ones(n, flat, dtype=torch.bool)
+    channel = data.signature.inputs.index("mask")  # one channel per input variable on these grids
+    return data.x[:, channel].reshape(n, flat) < 0.5
+
+
+def point_samples(data: GridData, fraction: float, seed: int) -> torch.Tensor:
+    """Indices ``(N, K)`` of the points kept per sample: a random ``fraction`` of the points inside
+    the domain (``default_rng([seed, i])`` for sample ``i``), sorted; ``K`` is the same for all."""
+    inside = _inside(data)
+    counts = inside.sum(1)
+    k = max(1, int(round(fraction * int(counts.min()))))
+    out = []
+    for i in range(inside.shape[0]):
+        candidates = torch.nonzero(inside[i]).squeeze(1).numpy()
+        if fraction >= 1 and counts[i] == k:
+            out.append(candidates)
+            continue
+        pick = np.random.default_rng([seed, i]).choice(candidates, size=k, replace=False)
+        out.append(np.sort(pick))
+    return torch.from_numpy(np.stack(out)).long()
+
+
+def _gather(field: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``field (N, C, *S)`` at flat point indices ``idx (N, K)`` -> ``(N, K, C)``."""
+    n, c = field.shape[:2]
+    flat = field.reshape(n, c, -1)
+    return torch.gather(flat, 2, idx.unsqueeze(1).expand(n, c, idx.shape[1])).transpose(1, 2)
+
+
+def _decode_points(norm, pred: torch.Tensor) -> torch.Tensor:
+    """Undo a global (per-channel) normaliser on point values ``(B, K, C)``."""
+    if getattr(norm, "mean", None) is None:
+        return pred
+    return pred * (norm.std.reshape(1, 1, -1) + norm.eps) + norm.mean.reshape(1, 1, -1)
+
+
+def stage_progress(enabled: bool, stage_epochs: dict[str, int]):
+    """A rich progress display on stderr with one bar per training stage; ``(progress, {stage: task})``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),
+                        TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
+    labels = {"inr": "coral stage 1: neural fields", "processor": "coral stage 2: processor"}
+    return progress, {k: progress.add_task(labels.get(k, k), total=max(v, 1), loss="-") for k, v in stage_epochs.items()}
+
+
+def _coords(shape: tuple[int, ...], idx: torch.Tensor) -> torch.Tensor:
+    from ..operators.adapters import grid_points
+
+    return grid_points(shape)[idx]  # (N, K, d)
+
+
+def train_coral(data: str | Path, out: str | Path, progress: bool = True, **options: Any) -> dict:
+    """Fit CORAL on ``data`` (a sciml dataset) and write the run directory ``out``.
+
+    ``options``: :class:`CoralTrainOptions` (``model_config`` holds CORAL's architecture keys).
+    Returns a summary: run_dir, model, epochs per stage, final losses, parameters, seconds, points.
+    """
+    from ..operators import base
+    from ..operators.coral import fit_coral
+
+    opts = from_dict(CoralTrainOptions, options, "coral training options")
+    out = Path(out)
+    if (out / ckpt.MODEL_JSON).exists() or (out / ckpt.TRAIN_STATE).exists():
+        raise ConfigError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
+    device = resolve_device(opts.device)
+    threads = torch.get_num_threads()
+    if opts.num_threads:
+        torch.set_num_threads(opts.num_threads)
+    try:
+        full = load_grid_data(data, opts.n_train)
+        sig = full.signature
+        normaliser = DataNormaliser.fit("global", full.x, full.y)
+        x, y = normaliser.encode_inputs(full.x), normaliser.encode_outputs(full.y)
+        idx = point_samples(full, opts.points, opts.seed)
+        coords = _coords(sig.shape, idx)
+        v_in, v_out = _gather(x, idx), _gather(y, idx)
+        config = {"in_channels": sig.in_channels, "out_channels": sig.out_channels, "coord_dim": len(sig.dims),
+                  **opts.model_config}
+        torch.manual_seed(opts.seed)
+        model = base.create("coral", **config).to(device)
+        out.mkdir(parents=True, exist_ok=True)
+        dump_yaml({**to_dict(opts), "model": "coral", "model_config": model.config_dict(),
+                   "data": str(Path(data).resolve())}, out / ckpt.CONFIG)
+        rows: list[dict] = []
+        t0 = time.perf_counter()
+        stage_epochs = {"inr": opts.inr_epochs, "processor": opts.processor_epochs}
+        bar, tasks = stage_progress(progress, stage_epochs)
+
+        def save(stage: str, epoch: int, loss: float) -> None:
+            ckpt.save_model(out, model, normaliser=normaliser, signature=sig, epoch=len(rows),
+                            extra={"stage": stage, "stage_epoch": epoch, "train_loss": loss, "points": opts.points,
+                                   "n_train": int(x.shape[0])})
+
+        def report(stage: str, epoch: int, loss: float) -> None:
+            if not math.isfinite(loss):
+                raise DataError(f"coral training diverged in stage {stage} at epoch {epoch + 1} (loss {loss}); "
+                                f"lower lr_inr / lr_processor")
+            rows.append({"epoch": len(rows) + 1, "stage": stage, "stage_epoch": epoch + 1, "train_loss": loss,
+                         "seconds": time.perf_counter() - t0})
+            atomic_write_text(out / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+            bar.update(tasks[stage], advance=1, loss=f"{loss:.3g}")
+            if (epoch + 1) % opts.checkpoint_every == 0 or epoch + 1 == stage_epochs[stage]:
+                save(stage, epoch + 1, loss)
+
+        with bar:
+            history = fit_coral(model, v_in, coords, v_out, coords, inr_epochs=opts.inr_epochs,
+                                processor_epochs=opts.processor_epochs, batch_size=opts.batch_size,
+                                lr_inr=opts.lr_inr, lr_code=opts.lr_code, lr_processor=opts.lr_processor,
+                                weight_decay=opts.weight_decay, seed=opts.seed, progress=report)
+        if not rows:
+            save("none", 0, math.nan)
+    finally:
+        torch.set_num_threads(threads)
+    return {"run_dir": str(out), "model": "coral", "inr_epochs": opts.inr_epochs,
+            "processor_epochs": opts.processor_epochs,
+            "inr_loss": (history["inr_in"][-1] + history["inr_out"][-1]) if history["inr_in"] else None,
+            "processor_loss": history["processor"][-1] if history["processor"] else None,
+            "parameters": sum(p.numel() for p in model.parameters()), "points": int(idx.shape[1]),
+            "seconds": time.perf_counter() - t0, "n_train": int(x.shape[0])}
+
+
+@torch.no_grad()
+def evaluate_on_points(run_dir: str | Path, data: str | Path, fraction: float, seed: int = 1,
+                       batch_size: int = 16) -> dict:
+    """Relative L2 of a point operator on a random ``fraction`` of each test sample's points.
+
+    The inputs are observed at those points and the outputs predicted there (the sampling of
+    sample ``i`` is ``default_rng([seed, i])``, a different one from training's for ``seed != 0``
+    or another file). Returns ``{"fraction", "points", "n", "rel_l2_mean", "rel_l2_std", "rel_l2_max"}``.
+    """
+    from .losses import relative_l2
+
+    model, info = ckpt.load_operator(run_dir)
+    if getattr(model, "input_kind", "grid") != "points":
+        raise ConfigError(f"{run_dir} holds a grid operator ({info.model_name}); --points evaluates point operators "
+                          "(coral, gno, deeponet) on random point samplings")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"points must be a fraction in (0, 1], got {fraction}")
+    test = load_grid_data(data)
+    info.signature.check_same_problem(test.signature, str(data))
+    idx = point_samples(test, fraction, seed)
+    coords = _coords(test.signature.shape, idx)
+    x = info.normaliser.encode_inputs(test.x)
+    v_in, y = _gather(x, idx), _gather(test.y, idx)
+    errors = []
+    for i in range(0, len(test), batch_size):
+        pred = model(v_in[i: i + batch_size], coords[i: i + batch_size], coords[i: i + batch_size])
+        pred = _decode_points(info.normaliser.outputs, pred)
+        errors.append(relative_l2(pred, y[i: i + batch_size]))
+    e = torch.cat(errors).double()
+    return {"fraction": fraction, "points": int(idx.shape[1]), "n": len(test), "rel_l2_mean": float(e.mean()),
+            "rel_l2_std": float(e.std()) if len(e) > 1 else 0.0, "rel_l2_max": float(e.max())}
