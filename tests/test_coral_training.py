@@ -109,3 +109,20 @@ def test_cli(poisson, tmp_path, capsys, fitted):
     assert_one_line_error(code, err, "--points is an option of coral")
     code, _, err = run_cli(["train", "--resume", fitted[0]], capsys)
     assert_one_line_error(code, err, "cannot be resumed")
+
+
+def test_points_evaluation_of_a_pointwise_normalised_point_operator(poisson, tmp_path):
+    """A GNO trained by the generic trainer (pointwise normaliser): on all points the sampled
+    evaluation is the grid evaluation; on a sampling it reads the statistics at the points."""
+    _, train, test = poisson
+    out = tmp_path / "gno"
+    train_generic("gno", data=train, out=out, epochs=1, n_train=8, progress=False, figures=False,
+                  model_config={"width": 8, "depth": 1, "kernel_width": 8})
+    full = evaluation.evaluate(out, data=[test], n_solver_samples=1)["datasets"][0]["rel_l2_mean"]
+    assert evaluate_on_points(out, test, 1.0)["rel_l2_mean"] == pytest.approx(full, rel=1e-4)
+    assert np.isfinite(evaluate_on_points(out, test, 0.2)["rel_l2_mean"])
+    with pytest.raises(ConfigError, match="grid operator"):
+        fno = tmp_path / "fno"
+        train_generic("fno", data=train, out=fno, epochs=1, n_train=4, progress=False, figures=False,
+                      model_config={"modes": 4, "width": 4})
+        evaluate_on_points(fno, test, 0.2)

@@ -110,11 +110,16 @@ def _gather(field: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(flat, 2, idx.unsqueeze(1).expand(n, c, idx.shape[1])).transpose(1, 2)
 
 
-def _decode_points(norm, pred: torch.Tensor) -> torch.Tensor:
-    """Undo a global (per-channel) normaliser on point values ``(B, K, C)``."""
+def _decode_points(norm, pred: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Undo an output normaliser on point values ``pred (B, K, C)`` at flat grid indices ``idx (B, K)``:
+    global statistics broadcast per channel, pointwise ones are read at the points."""
     if getattr(norm, "mean", None) is None:
         return pred
-    return pred * (norm.std.reshape(1, 1, -1) + norm.eps) + norm.mean.reshape(1, 1, -1)
+    c = pred.shape[-1]
+    if norm.kind != "pointwise":  # (1, C, 1, ...): one mean and std per channel
+        return pred * (norm.std.reshape(1, 1, c) + norm.eps) + norm.mean.reshape(1, 1, c)
+    mean, std = norm.mean.reshape(c, -1), norm.std.reshape(c, -1) + norm.eps  # (C, *S) statistics
+    return pred * std[:, idx].permute(1, 2, 0) + mean[:, idx].permute(1, 2, 0)
 
 
 def stage_progress(enabled: bool, stage_epochs: dict[str, int]):
@@ -222,16 +227,19 @@ def evaluate_on_points(run_dir: str | Path, data: str | Path, fraction: float, s
                           "(coral, gno, deeponet) on random point samplings")
     if not 0 < fraction <= 1:
         raise ConfigError(f"points must be a fraction in (0, 1], got {fraction}")
+    from ..evaluation.evaluate import normaliser_for
+
     test = load_grid_data(data)
     info.signature.check_same_problem(test.signature, str(data))
+    normaliser, _ = normaliser_for(info, test)
     idx = point_samples(test, fraction, seed)
     coords = _coords(test.signature.shape, idx)
-    x = info.normaliser.encode_inputs(test.x)
+    x = normaliser.encode_inputs(test.x)
     v_in, y = _gather(x, idx), _gather(test.y, idx)
     errors = []
     for i in range(0, len(test), batch_size):
         pred = model(v_in[i: i + batch_size], coords[i: i + batch_size], coords[i: i + batch_size])
-        pred = _decode_points(info.normaliser.outputs, pred)
+        pred = _decode_points(normaliser.outputs, pred, idx[i: i + batch_size])
         errors.append(relative_l2(pred, y[i: i + batch_size]))
     e = torch.cat(errors).double()
     return {"fraction": fraction, "points": int(idx.shape[1]), "n": len(test), "rel_l2_mean": float(e.mean()),
