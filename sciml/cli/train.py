@@ -97,10 +97,33 @@ def train(
 LEARNED_SOLVERS = ("dcdm", "cgs")
 
 
+def _file_options(config, data, out, set_, option, flags: dict, data_help: str, out_example: str):
+    """Options of a dataset-trained command: the YAML ``config`` under the flags and ``--option``s.
+
+    Returns ``(options, data, model named in the YAML, model config from the YAML and --set)``;
+    ``--data`` and ``--out`` are required.
+    """
+    from ..config import load_yaml
+    from ..errors import ConfigError
+
+    options = load_yaml(config) if config else {}
+    options.pop("task", None)
+    named = options.pop("model", None)
+    data = data or options.get("data")
+    options.pop("data", None)
+    if data is None:
+        raise ConfigError(f"--data is required: {data_help}")
+    if out is None:
+        raise ConfigError(f"--out is required: the run directory to create, e.g. --out {out_example}")
+    model_cfg = {**options.pop("model_config", {}), **parse_assignments(set_, "--set")}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    options.update(parse_assignments(option, "--option"))
+    return options, data, named, model_cfg
+
+
 def _train_coral(*, data, out, config, batch_size, n_train, device, seed, set_, option, progress, points, epochs,
                  rest) -> None:
     """``sciml train coral``: both CORAL stages (neural fields, then processor) in one command."""
-    from ..config import load_yaml
     from ..errors import ConfigError
     from ..training.coral import train_coral
 
@@ -110,18 +133,9 @@ def _train_coral(*, data, out, config, batch_size, n_train, device, seed, set_, 
             raise ConfigError(f"{flag} is not an option of coral{hint}")
     if epochs is not None:
         raise ConfigError("coral trains in two stages: set --option inr_epochs=N --option processor_epochs=M instead of --epochs")
-    options = load_yaml(config) if config else {}
-    options.pop("model", None)
-    data = data or options.pop("data", None)
-    options.pop("data", None)
-    if data is None:
-        raise ConfigError("--data is required: the training dataset (.h5)")
-    if out is None:
-        raise ConfigError("--out is required: the run directory to create, e.g. --out runs/coral")
-    model_cfg = {**options.pop("model_config", {}), **parse_assignments(set_, "--set")}
     flags = {"batch_size": batch_size, "n_train": n_train, "device": device, "seed": seed, "points": points}
-    options.update({k: v for k, v in flags.items() if v is not None})
-    options.update(parse_assignments(option, "--option"))
+    options, data, _, model_cfg = _file_options(config, data, out, set_, option, flags, "the training dataset (.h5)",
+                                                "runs/coral")
     if model_cfg:
         options["model_config"] = model_cfg
     r = train_coral(data, out, progress=progress, **options)
@@ -134,29 +148,19 @@ def _train_coral(*, data, out, config, batch_size, n_train, device, seed, set_, 
 def _train_preconditioner(model, *, data, out, config, epochs, batch_size, lr, n_train, device, seed, set_, option,
                           progress, rest) -> None:
     """``sciml train MODEL --task precond``: a grid operator as a Krylov preconditioner."""
-    from ..config import load_yaml
     from ..errors import ConfigError
     from ..solvers.neural_precond import train_preconditioner
 
     for flag, value in rest.items():
         if value:
             raise ConfigError(f"{flag} is not an option of --task precond; it trains on the matrices of --data")
-    options = load_yaml(config) if config else {}
-    options.pop("task", None)
-    model = model or options.pop("model", None)
+    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": n_train, "device": device, "seed": seed}
+    options, data, named, net_cfg = _file_options(
+        config, data, out, set_, option, flags,
+        "a Darcy or ConDiff dataset (.h5) whose matrices the preconditioner learns", "runs/precond")
+    model = model or named
     if model is None or model in LEARNED_SOLVERS:
         raise ConfigError("name the grid operator to train as a preconditioner, e.g. `sciml train fno --task precond --data darcy.h5 --out runs/p`")
-    options.pop("model", None)
-    data = data or options.pop("data", None)
-    options.pop("data", None)
-    if data is None:
-        raise ConfigError("--data is required: a Darcy or ConDiff dataset (.h5) whose matrices the preconditioner learns")
-    if out is None:
-        raise ConfigError("--out is required: the run directory to create, e.g. --out runs/precond")
-    net_cfg = {**options.pop("model_config", {}), **parse_assignments(set_, "--set")}
-    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": n_train, "device": device, "seed": seed}
-    options.update({k: v for k, v in flags.items() if v is not None})
-    options.update(parse_assignments(option, "--option"))
     result = train_preconditioner(model, data, out, model_config=net_cfg, progress=progress, **options)
     val = f" (validation {result['val_loss']:.4g})" if result.get("val_loss") is not None else ""
     print(f"run {result['run_dir']}: {result['model']} preconditioner, {result['epochs']} epochs, "
