@@ -17,24 +17,43 @@ def solve(
     index: Annotated[int, typer.Option(help="Sample index (with --data: the stored sample).")] = 0,
     data: Annotated[Optional[Path], typer.Option(help="Take the system of a stored sample of this dataset.")] = None,
     method: Annotated[str, typer.Option(help="Comma-separated methods, e.g. pcg-amg,cg,direct; with a trained "
-                                              "preconditioner RUN also hints:RUN, fcg:RUN, fgmres:RUN.")] = "pcg-amg,cg",
+                                              "preconditioner RUN also hints:RUN, fcg:RUN, fgmres:RUN; with --problem "
+                                              "gp, gp-stm, pinn. Default pcg-amg,cg (with --problem: gp).")] = None,
     tol: Annotated[float, typer.Option(help="Relative residual tolerance.")] = 1e-8,
     maxiter: Annotated[Optional[int], typer.Option(help="Iteration limit of iterative methods.")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Generator parameter KEY=VALUE.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Save the residual histories to this PNG.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Save the residual histories (mesh-free: the solutions) to this PNG.")] = None,
+    problem: Annotated[Optional[str], typer.Option(help="Mesh-free test problem for --method gp,gp-stm,pinn (e.g. poisson1d-sin100; `--problem list` lists them).")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Mesh-free methods: optimiser steps (default: the paper's).")] = None,
+    n_col: Annotated[Optional[int], typer.Option(help="Mesh-free methods: collocation points per dimension (default: the paper's).")] = None,
 ) -> None:
-    """Print iterations, final relative residual, setup and solve time for each method."""
+    """Print iterations, final relative residual, setup and solve time for each method.
+
+    Mesh-free solvers work on the GP-HM test problems instead of a generator's matrix:
+    `sciml solve --problem poisson1d-sin100 --method gp,gp-stm,pinn --iterations 2000`.
+    """
     from .. import datasets, solvers
     from ..errors import ConfigError
     from ._common import table
 
+    if problem == "list":
+        return _solve_meshfree(problem, [], None, None, None)
+    method = method or ("gp" if problem is not None else "pcg-amg,cg")
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    meshfree = [m for m in methods if m in MESHFREE]
+    if problem is not None or meshfree:
+        if len(meshfree) != len(methods) or problem is None:
+            raise ConfigError(f"the mesh-free methods ({', '.join(MESHFREE)}) solve a test problem: pass --problem NAME "
+                              "and only those methods (see `sciml solve --problem list`)")
+        return _solve_meshfree(problem, methods, iterations, n_col, plot)
+    if iterations is not None or n_col is not None:
+        raise ConfigError("--iterations and --n-col are options of the mesh-free methods (gp, gp-stm, pinn); use --maxiter")
     if data is not None:
         A, b, info = datasets.system_from_file(data, index)
     elif pde:
         A, b, info = datasets.system(pde, resolution=resolution, seed=seed, index=index, **parse_assignments(param, "--param"))
     else:
         raise ConfigError("name a PDE (e.g. `sciml solve darcy -s 128`) or pass --data FILE --index i")
-    methods = [m.strip() for m in method.split(",") if m.strip()]
     results = [solvers.solve(A, b, method=m, tol=tol, maxiter=maxiter) for m in methods]
     rows = [[r.method, r.converged, r.iterations, float(r.residuals[-1]) if len(r.residuals) else float("nan"),
              r.setup_time, r.solve_time, r.total_time] for r in results]
@@ -47,6 +66,41 @@ def solve(
         from ..evaluation.plots import plot_residuals
 
         plot_residuals(results, plot, title=f"{info.get('pde', pde)}: {A.shape[0]} unknowns")
+        print(f"wrote {plot}")
+
+
+MESHFREE = ("gp", "gp-stm", "pinn")
+
+
+def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot) -> None:
+    """GP-HM (Gaussian and Student-t spectral mixtures) and the DeepXDE PINN on a test problem."""
+    from ..solvers.meshfree import PROBLEMS, get_problem
+    from ._common import table
+
+    if name == "list":
+        table(["problem", "what", "collocation / dim", "paper's steps"],
+              [[p.name, p.description, p.n_col, p.iterations] for p in PROBLEMS.values()], title="mesh-free test problems")
+        return
+    problem = get_problem(name)
+    rows, curves = [], []
+    for m in methods:
+        label = {"gp": "GP-HM-GM", "gp-stm": "GP-HM-StM", "pinn": "PINN (DeepXDE)"}[m]
+        if m == "pinn":
+            from ..solvers.pinn import pinn_solve
+
+            r = pinn_solve(problem, iterations=iterations, n_col=n_col)
+        else:
+            from ..solvers.gp import gp_solve
+
+            r = gp_solve(problem, kernel="gm" if m == "gp" else "stm", iterations=iterations, n_col=n_col)
+        rows.append([label, r.iterations, r.rel_l2, r.min_rel_l2, r.seconds])
+        curves.append((label, r))
+    table(["method", "steps", "rel. L2 (final)", "rel. L2 (min seen)", "seconds"], rows,
+          title=f"{problem.name}: {problem.description}")
+    if plot is not None:
+        from ..evaluation.plots import plot_meshfree
+
+        plot_meshfree(problem, curves, plot)
         print(f"wrote {plot}")
 
 

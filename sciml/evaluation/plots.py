@@ -163,3 +163,40 @@ def plot_residuals(results: Sequence, path: str | Path, title: str = "") -> Path
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def plot_meshfree(problem, results: Sequence, path: str | Path) -> Path:
+    """Mesh-free solves of a test problem: the solutions (1-D) or error maps (2-D) and the relative
+    L2 error during training. ``results`` is a list of ``(label, result)`` with ``u_test`` on the
+    uniform test grid and ``history`` of ``(step, loss, rel_l2)``."""
+    dim = problem.dim
+    panels = 1 + (len(results) if dim == 2 else 1)
+    fig = _figure(4.2 * panels, 3.6)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for i, (label, r) in enumerate(results):
+        u = np.asarray(r.u_test, dtype=float)
+        n = int(round(u.size ** (1.0 / dim)))
+        x = problem.points(n)
+        exact = problem.exact(x).numpy()
+        if dim == 1:
+            if i == 0:
+                axes[0].plot(x[:, 0].numpy(), exact, "k-", lw=2.5, alpha=0.35, label="exact")
+            axes[0].plot(x[:, 0].numpy(), u, lw=1, label=label)
+        else:
+            ax = axes[i]
+            im = ax.imshow(np.abs(u - exact).reshape(n, n).T, origin="lower", cmap="magma",
+                           extent=(problem.lower[0], problem.upper[0], problem.lower[1], problem.upper[1]))
+            fig.colorbar(im, ax=ax, shrink=0.8)
+            ax.set_title(f"|error|, {label}", fontsize=9)
+        hist = np.asarray([(h[0], h[2]) for h in r.history], dtype=float)
+        if hist.size:
+            axes[-1].semilogy(hist[:, 0], hist[:, 1], label=label)
+    if dim == 1:
+        axes[0].set_xlabel("x")
+        axes[0].legend(fontsize=8)
+        axes[0].set_title(problem.description, fontsize=9)
+    axes[-1].set_xlabel("step")
+    axes[-1].set_ylabel("relative L2 error")
+    axes[-1].grid(True, which="both", alpha=0.3)
+    axes[-1].legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,119 @@
+"""GP-HM (Gaussian and Student-t spectral mixtures) and the DeepXDE PINN on the GP-HM test problems.
+
+The test problems of Fang et al., ICLR 2024 (``sciml.solvers.meshfree.PROBLEMS``): 1-D Poisson
+with high-frequency and multi-scale solutions, 1-D Allen-Cahn, 2-D Poisson, 2-D Allen-Cahn and 2-D
+advection, all with manufactured solutions. Reported per problem and method: the relative L2
+error on 300 uniform test points per dimension (PINN in 2-D: 100), final and the minimum seen
+during training (the paper reports the minimum), and the wall time.
+
+  full protocol   the paper's collocation grids and iteration budgets (1e5 to 3e6 Adam steps;
+                  days on a CPU for the 2-D problems: run it on a GPU machine, `--device cuda`
+                  for the GP)
+  --quick         the paper's 1-D collocation grids, 2-D grids of 48 points per dimension, and
+                  short budgets (GP: 1500 steps in 1-D, 300 in 2-D; PINN: 1000 / 300), one CPU
+                  thread: a few minutes on a 2-core CPU; the errors are far from converged
+
+    python benchmarks/gp.py --quick [--out DIR] [--problems poisson1d-sin100,...] [--methods gp,gp-stm,pinn]
+    python benchmarks/gp.py          # full protocol
+
+CLI equivalent of one row:
+
+    sciml solve --problem poisson1d-sin100 --method gp,gp-stm,pinn --iterations 20000 --plot sin100.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from solvers import machine_notes  # noqa: E402  (benchmarks/solvers.py)
+
+from sciml.solvers.meshfree import PROBLEMS  # noqa: E402
+
+METHODS = {"gp": "GP-HM-GM", "gp-stm": "GP-HM-StM", "pinn": "PINN (DeepXDE)"}
+QUICK = {1: {"gp": 1500, "pinn": 1000, "n_col": None}, 2: {"gp": 300, "pinn": 300, "n_col": 48}}
+
+
+def run(problem, method: str, quick: bool, device: str) -> dict:
+    budget = QUICK[problem.dim] if quick else {"gp": None, "pinn": None, "n_col": None}
+    iterations = budget["pinn" if method == "pinn" else "gp"]
+    n_col = budget["n_col"]
+    t0 = time.perf_counter()
+    if method == "pinn":
+        from sciml.solvers.pinn import pinn_solve
+
+        r = pinn_solve(problem, iterations=iterations, n_col=n_col)
+    else:
+        from sciml.solvers.gp import gp_solve
+
+        r = gp_solve(problem, kernel="gm" if method == "gp" else "stm", iterations=iterations, n_col=n_col,
+                     device=device)
+    return {"problem": problem.name, "method": method, "steps": int(r.iterations),
+            "n_col": int(n_col or problem.n_col), "rel_l2": float(r.rel_l2), "min_rel_l2": float(r.min_rel_l2),
+            "seconds": time.perf_counter() - t0}
+
+
+def fmt(v: float) -> str:
+    return "nan" if not math.isfinite(v) else f"{v:.2e}"
+
+
+def write(rows: list[dict], out: Path, protocol: str, notes: list[str], wall: float) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines = [f"# GP-HM and PINN on the GP-HM test problems ({protocol} protocol)", ""]
+    lines += [f"- {n}" for n in notes] + [f"- total wall time {wall:.0f} s", ""]
+    lines += ["Relative L2: minimum seen during training (final in brackets); steps; seconds.", "",
+              "| problem | collocation/dim | " + " | ".join(METHODS[m] for m in methods) + " |",
+              "|---|---|" + "---|" * len(methods)]
+    for name in dict.fromkeys(r["problem"] for r in rows):
+        cells = []
+        for m in methods:
+            r = next((r for r in rows if r["problem"] == name and r["method"] == m), None)
+            cells.append("-" if r is None else f"{fmt(r['min_rel_l2'])} ({fmt(r['rel_l2'])}), {r['steps']} steps, {r['seconds']:.0f} s")
+        n_col = next(r["n_col"] for r in rows if r["problem"] == name)
+        lines.append(f"| {name} | {n_col} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "gp.md").write_text(text)
+    (out / "gp.json").write_text(json.dumps({"rows": rows, "notes": notes, "protocol": protocol}, indent=2))
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gp"))
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--device", default="cpu", help="GP device (cpu or cuda); the PINN runs on the CPU")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    problems = [p.strip() for p in args.problems.split(",") if p.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [p for p in problems if p not in PROBLEMS] + [m for m in methods if m not in METHODS]
+    if bad:
+        parser.error(f"unknown problem(s)/method(s) {bad}; problems: {list(PROBLEMS)}, methods: {list(METHODS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    notes = machine_notes()
+    protocol = "quick" if args.quick else "full"
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    for name in problems:
+        for m in methods:
+            row = run(PROBLEMS[name], m, args.quick, args.device)
+            rows.append(row)
+            print(f"{name:24s} {METHODS[m]:15s} min rel L2 {fmt(row['min_rel_l2'])} (final {fmt(row['rel_l2'])}), "
+                  f"{row['steps']} steps, {row['seconds']:.1f} s", flush=True)
+            write(rows, args.out, protocol, notes, time.perf_counter() - t0)
+    print(write(rows, args.out, protocol, notes, time.perf_counter() - t0))
+    print(f"wrote {args.out / 'gp.md'} and gp.json")
+
+
+if __name__ == "__main__":
+    main()
