@@ -10,7 +10,7 @@ during training (the paper reports the minimum), and the wall time.
                   days on a CPU for the 2-D problems: run it on a GPU machine, `--device cuda`
                   for the GP)
   --quick         the paper's 1-D collocation grids, 2-D grids of 48 points per dimension, and
-                  short budgets (GP: 1500 steps in 1-D, 300 in 2-D; PINN: 1000 / 300), one CPU
+                  short budgets (GP: 300 steps in 1-D, 200 in 2-D; PINN: 1000 / 300), one CPU
                   thread: a few minutes on a 2-core CPU; the errors are far from converged
 
     python benchmarks/gp.py --quick [--out DIR] [--problems poisson1d-sin100,...] [--methods gp,gp-stm,pinn]
@@ -38,7 +38,7 @@ from solvers import machine_notes  # noqa: E402  (benchmarks/solvers.py)
 from sciml.solvers.meshfree import PROBLEMS  # noqa: E402
 
 METHODS = {"gp": "GP-HM-GM", "gp-stm": "GP-HM-StM", "pinn": "PINN (DeepXDE)"}
-QUICK = {1: {"gp": 1500, "pinn": 1000, "n_col": None}, 2: {"gp": 300, "pinn": 300, "n_col": 48}}
+QUICK = {1: {"gp": 300, "pinn": 1000, "n_col": None}, 2: {"gp": 200, "pinn": 300, "n_col": 48}}
 
 
 def run(problem, method: str, quick: bool, device: str) -> dict:
