@@ -183,6 +183,9 @@ def test_bad_uses(trained, darcy_files, tmp_path):
     _, train = darcy_files
     with pytest.raises(DataError, match="trained on 2-D"):
         neural_solve(solvers.laplacian(8, dim=3), np.ones(512), out)
+    rect = sp.kronsum(solvers.laplacian(6, dim=1), solvers.laplacian(7, dim=1)).tocsr()  # a 7 x 6 grid
+    with pytest.raises(DataError, match="square/cubic grid"):
+        neural_solve(rect, np.ones(42), out)
     with pytest.raises(ConfigError, match="already holds a run"):
         train_preconditioner("mgno", train, out, progress=False, epochs=1)
     with pytest.raises(ConfigError, match="grid operator"):

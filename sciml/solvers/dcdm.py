@@ -192,7 +192,7 @@ def grid_shape(n_unknowns: int, dim: int) -> tuple[int, ...]:
     """The cubic grid ``(n,) * dim`` holding ``n_unknowns`` points."""
     n = int(round(n_unknowns ** (1.0 / dim)))
     if n**dim != n_unknowns:
-        raise DataError(f"DCDM needs the unknowns on a square/cubic grid: {n_unknowns} is not an integer's {dim}th power")
+        raise DataError(f"a learned solver or neural preconditioner needs the unknowns on a square/cubic grid: {n_unknowns} is not an integer's {dim}th power")
     return (n,) * dim
 
 
