@@ -20,7 +20,7 @@ import torch
 from ..errors import ModelError, SciMLError
 from ..io import atomic_write_text
 from ..training.checkpoint import RunInfo, load_run
-from ..training.data import GridData, load_grid_data
+from ..training.data import GridData, inside_domain, load_grid_data
 from ..training.normalisers import DataNormaliser
 from ..training.build import resolve_device
 from ..training.trainer import predict
@@ -108,7 +108,12 @@ def evaluate_dataset(model, info: RunInfo, path: str | Path, *, batch_size: int,
     info.signature.check_same_problem(data.signature, str(path))
     normaliser, notes = normaliser_for(info, data)
     pred, model_s = _timed_predict(model, normaliser, data.x, batch_size, device)
-    errors = relative_l2(pred.double(), data.y.double()).numpy()
+    target = data.y.double()
+    if "mask" in data.signature.inputs:  # a non-rectangular domain: score the points inside it
+        inside = inside_domain(data).unsqueeze(1).double()
+        pred, target = pred.double() * inside, target * inside
+        notes.append("errors over the grid points inside the domain (mask = 0)")
+    errors = relative_l2(pred.double(), target).numpy()
     stats = summarise(errors)
     solver_s, n_solved, note = _solver_time(Path(path), n_solver_samples)
     if note:

@@ -27,7 +27,7 @@ from ..errors import ConfigError, DataError
 from ..io import atomic_write_text
 from . import checkpoint as ckpt
 from .build import resolve_device
-from .data import GridData, load_grid_data
+from .data import GridData, inside_domain, load_grid_data
 from .normalisers import DataNormaliser
 
 
@@ -76,20 +76,10 @@ class CoralTrainOptions:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
 
-def _inside(data: GridData) -> torch.Tensor:
-    """``(N, P)`` bool: the grid points inside the domain (all, unless the data carry a ``mask``)."""
-    n = data.x.shape[0]
-    flat = int(np.prod(data.signature.shape))
-    if "mask" not in data.signature.inputs:
-        return torch.ones(n, flat, dtype=torch.bool)
-    channel = data.signature.inputs.index("mask")  # one channel per input variable on these grids
-    return data.x[:, channel].reshape(n, flat) < 0.5
-
-
 def point_samples(data: GridData, fraction: float, seed: int) -> torch.Tensor:
     """Indices ``(N, K)`` of the points kept per sample: a random ``fraction`` of the points inside
     the domain (``default_rng([seed, i])`` for sample ``i``), sorted; ``K`` is the same for all."""
-    inside = _inside(data)
+    inside = inside_domain(data).reshape(len(data), -1)
     counts = inside.sum(1)
     k = max(1, int(round(fraction * int(counts.min()))))
     out = []

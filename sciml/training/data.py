@@ -193,3 +193,13 @@ def load_grid_data(path: str | Path, n: int | None = None, clip: bool = False) -
 def read_signature(path: str | Path) -> DatasetSignature:
     """The signature of a dataset file, reading one sample only."""
     return load_grid_data(path, n=1).signature
+
+
+def inside_domain(data: GridData) -> torch.Tensor:
+    """``(N, *S)`` bool: the grid points inside the domain. All of them, unless the data carry a
+    ``mask`` input (1 outside the domain, as ``poisson`` with ``domain=lshape|holes`` and
+    ``poisson3d``)."""
+    n, shape = data.x.shape[0], tuple(data.x.shape[2:])
+    if "mask" not in data.signature.inputs:
+        return torch.ones(n, *shape, dtype=torch.bool)
+    return data.x[:, data.signature.inputs.index("mask")] < 0.5  # one channel per input on these grids
