@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/fno_darcy"))
     ap.add_argument("--low", type=float, default=3.0, help="low coefficient value (3 paper text, 4 MATLAB)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=None, help="processes generating the data (default: serial)")
     args = ap.parse_args()
     p = QUICK if args.quick else FULL
     out = args.out / ("quick" if args.quick else "full")
@@ -38,7 +39,7 @@ def main() -> None:
         path = out / f"{split}.h5"
         if not path.exists():
             datasets.generate("darcy", n=n, resolution=p["resolution"], subsample=p["subsample"], seed=seed,
-                              out=path, low=args.low)
+                              out=path, low=args.low, workers=args.workers)
         files[split] = path
     t_gen = time.perf_counter() - t0
 

@@ -198,6 +198,8 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="override the sizes, e.g. 64,128,256")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (or find) each family's network and stop; a later run measures with them")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -213,6 +215,11 @@ def main() -> None:
     notes = machine_notes()
     t0 = time.perf_counter()
     rows, runs = [], {}
+    if args.train_only:
+        for family in families:
+            run = train_run(family, args.model, protocol, args.out, args.device)
+            print(f"{family}: network in {run['run_dir']}", flush=True)
+        return
     for family in families:
         fam_rows, run = bench_family(family, protocol, args, args.out)
         rows += fam_rows

@@ -345,6 +345,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (training and the DCDM network)")
     ap.add_argument("--repeats", type=int, default=3, help="solves per cell; the median time is reported")
     ap.add_argument("--budget", type=float, default=10.0, help="stop repeating a cell after this many seconds")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train (or find) each family's DCDM network and stop; a later run measures with them")
     args = ap.parse_args()
     protocol = "quick" if args.quick else "full"
     args.out = args.out or Path("benchmarks/results/solvers") / protocol
@@ -360,6 +362,12 @@ def main() -> None:
     t0 = time.perf_counter()
     notes = machine_notes()
     rows, runs = [], {}
+    if args.train_only:
+        for family in families:
+            spec = FAMILIES[family]
+            run = dcdm_run(family, spec, spec[protocol]["train"], args.out, args.device)
+            print(f"{family}: network in {run['run_dir']}", flush=True)
+        return
     for family in families:
         r, run = bench_family(family, protocol, args)
         rows += r
