@@ -18,6 +18,11 @@ Both watch the preconditioner (:class:`Watch`): when the best residual has not d
 zero vector, they switch for good to the classical ``fallback`` preconditioner (default AMG),
 keep iterating from the current iterate, and say so in ``SolveResult.notes``. A bad network
 therefore costs iterations, never a silent failure.
+
+Both run on numpy vectors with a scipy matrix, or on torch vectors with a torch sparse matrix
+(``b`` a float64 tensor, ``A`` a sparse CSR tensor on the same device, ``host`` the scipy
+matrix for the classical fallback): on a GPU the iteration's vectors then never leave the
+device, and only scalars (inner products, norms) come back to the host.
 """
 
 from __future__ import annotations
@@ -34,6 +39,39 @@ from .linear import SolveResult, classical_preconditioner
 Preconditioner = Callable[[np.ndarray], np.ndarray]
 
 
+def _is_torch(v) -> bool:
+    return type(v).__module__.startswith("torch")
+
+
+def _norm(v) -> float:
+    if _is_torch(v):
+        import torch
+
+        return float(torch.linalg.vector_norm(v))
+    return float(np.linalg.norm(v))
+
+
+def _zeros(like, shape):
+    return like.new_zeros(shape) if _is_torch(like) else np.zeros(shape)
+
+
+def _host(v) -> np.ndarray:
+    return v.detach().cpu().numpy() if _is_torch(v) else np.asarray(v)
+
+
+def _like(a: np.ndarray, like):
+    if _is_torch(like):
+        import torch
+
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=like.dtype, device=like.device)
+    return a
+
+
+def _on_host(precondition: Preconditioner) -> Preconditioner:
+    """A numpy preconditioner applied to torch vectors (a round trip through the host)."""
+    return lambda r: _like(np.asarray(precondition(_host(r)), dtype=np.float64), r) if _is_torch(r) else precondition(r)
+
+
 class Watch:
     """Decides when the (neural) preconditioner stopped helping and switches to ``fallback``.
 
@@ -43,19 +81,24 @@ class Watch:
 
     def __init__(self, A: sp.csr_matrix, precondition: Preconditioner, fallback: str | None,
                  patience: int = 10, gain: float = 2.0, label: str = "the preconditioner"):
-        self.A, self.current, self.fallback = A, precondition, fallback
+        self.A, self.current, self.fallback = A, precondition, fallback  # A: the scipy matrix (fallback)
         self.patience, self.gain, self.label = int(patience), float(gain), label
         self.switched_at: int | None = None
         self.notes: list[str] = []
         self.fallback_setup = 0.0
         self._best, self._best_at = math.inf, 0
 
-    def __call__(self, r: np.ndarray, it: int) -> np.ndarray:
-        z = np.asarray(self.current(r), dtype=np.float64).reshape(-1)
-        if self.switched_at is None and not (np.all(np.isfinite(z)) and np.any(z)):
-            self.switch(it, f"{self.label} returned a {'non-finite' if not np.all(np.isfinite(z)) else 'zero'} vector")
-            z = np.asarray(self.current(r), dtype=np.float64).reshape(-1)
+    def __call__(self, r, it: int):
+        z = self._apply(r)
+        size = float(abs(z).sum())  # one host sync: non-finite if any entry is, zero if all are
+        if self.switched_at is None and not (math.isfinite(size) and size > 0):
+            self.switch(it, f"{self.label} returned a {'non-finite' if not math.isfinite(size) else 'zero'} vector")
+            z = self._apply(r)
         return z
+
+    def _apply(self, r):
+        z = self.current(r)
+        return z.reshape(-1).to(r.dtype) if _is_torch(r) else np.asarray(z, dtype=np.float64).reshape(-1)
 
     def observe(self, it: int, res: float) -> None:
         if res * self.gain <= self._best or self._best == math.inf:
@@ -69,50 +112,60 @@ class Watch:
         if self.switched_at is not None or not self.fallback:
             return
         t0 = time.perf_counter()
-        self.current = classical_preconditioner(self.A, self.fallback)
+        self.current = _on_host(classical_preconditioner(self.A, self.fallback))
         self.fallback_setup = time.perf_counter() - t0
         self.switched_at = it
         self.notes.append(f"iteration {it}: {why}; continued with the {self.fallback} preconditioner")
 
 
-def _start(A, b, x0):
-    b = np.asarray(b, dtype=np.float64)
-    x = np.zeros_like(b) if x0 is None else np.array(x0, dtype=np.float64)
-    nb = float(np.linalg.norm(b))
-    return b, x, (nb if nb > 0 else 1.0)
+def _start(A, b, x0, host):
+    if _is_torch(b):
+        if host is None:
+            raise TypeError("torch vectors need host=, the scipy matrix of A (for the classical fallback)")
+        x = b.new_zeros(b.shape) if x0 is None else _like(np.asarray(_host(x0), dtype=np.float64), b)
+    else:
+        b = np.asarray(b, dtype=np.float64)
+        x = np.zeros_like(b) if x0 is None else np.array(x0, dtype=np.float64)
+        host = A if host is None else host
+    nb = _norm(b)
+    return b, x, (nb if nb > 0 else 1.0), host
 
 
 def fcg(A: sp.csr_matrix, b: np.ndarray, precondition: Preconditioner, tol: float = 1e-8,
         maxiter: int | None = None, x0: np.ndarray | None = None, memory: int = 10,
         fallback: str | None = "amg", patience: int = 10, gain: float = 2.0,
-        name: str = "fcg", label: str = "the preconditioner") -> SolveResult:
+        name: str = "fcg", label: str = "the preconditioner", host: sp.spmatrix | None = None) -> SolveResult:
     """Flexible CG(``memory``) on SPD ``A``; ``precondition(r) -> z`` may be nonlinear.
 
     Stops at ``||b - A x|| <= tol ||b||`` (confirmed with the true residual); ``maxiter``
     defaults to 1000. See the module docstring for the safeguard and ``fallback``
-    (``None`` disables it).
+    (``None`` disables it), and for torch vectors (``host``). ``SolveResult.x`` is a numpy array.
     """
     t0 = time.perf_counter()
-    b, x, nb = _start(A, b, x0)
+    b, x, nb, host = _start(A, b, x0, host)
     maxiter = 1000 if maxiter is None else int(maxiter)
-    watch = Watch(A, precondition, fallback, patience, gain, label)
+    memory = max(1, int(memory))
+    watch = Watch(host, precondition, fallback, patience, gain, label)
     r = b - A @ x
-    history = [float(np.linalg.norm(r)) / nb]
-    dirs: list[tuple[np.ndarray, np.ndarray, float]] = []  # (p, A p, p.A p)
+    history = [_norm(r) / nb]
+    # the last ``memory`` directions, A-images and energies, in a ring of rows
+    P, AP, PAP = _zeros(b, (memory, b.shape[0])), _zeros(b, (memory, b.shape[0])), _zeros(b, (memory,))
+    stored = 0
     it = 0
     while it < maxiter:
         if history[-1] <= tol:
             r = b - A @ x  # confirm with the true residual (the recurrence drifts)
-            history[-1] = float(np.linalg.norm(r)) / nb
+            history[-1] = _norm(r) / nb
             if history[-1] <= tol:
                 break
         p = watch(r, it)
-        for _ in range(2):  # A-orthogonalise twice: the second pass removes what round-off left
-            for pj, Apj, pApj in dirs:
-                p -= (p @ Apj) / pApj * pj
+        if stored:
+            k = min(stored, memory)
+            for _ in range(2):  # A-orthogonalise (classical Gram-Schmidt) twice: the second pass removes round-off
+                p = p - ((AP[:k] @ p) / PAP[:k]) @ P[:k]
         Ap = A @ p
         pAp = float(p @ Ap)
-        if not (np.isfinite(pAp) and pAp > 0):
+        if not (math.isfinite(pAp) and pAp > 0):
             if watch.switched_at is None and watch.fallback:
                 watch.switch(it, f"{watch.label} gave a direction with p.Ap = {pAp:.3g}")
                 continue
@@ -123,38 +176,40 @@ def fcg(A: sp.csr_matrix, b: np.ndarray, precondition: Preconditioner, tol: floa
         it += 1
         if it % 50 == 0:
             r = b - A @ x
-        history.append(float(np.linalg.norm(r)) / nb)
+        history.append(_norm(r) / nb)
         watch.observe(it, history[-1])
-        dirs.append((p, Ap, pAp))
-        if len(dirs) > memory:
-            dirs.pop(0)
-    history[-1] = float(np.linalg.norm(b - A @ x)) / nb
-    return SolveResult(x, bool(history[-1] <= tol), it, np.asarray(history), watch.fallback_setup,
+        slot = stored % memory
+        P[slot], AP[slot], PAP[slot] = p, Ap, pAp
+        stored += 1
+    history[-1] = _norm(b - A @ x) / nb
+    return SolveResult(_host(x), bool(history[-1] <= tol), it, np.asarray(history), watch.fallback_setup,
                        time.perf_counter() - t0 - watch.fallback_setup, name, tuple(watch.notes))
 
 
 def fgmres(A: sp.csr_matrix, b: np.ndarray, precondition: Preconditioner, tol: float = 1e-8,
            maxiter: int | None = None, x0: np.ndarray | None = None, restart: int = 30,
            fallback: str | None = "amg", patience: int = 10, gain: float = 2.0,
-           name: str = "fgmres", label: str = "the preconditioner") -> SolveResult:
+           name: str = "fgmres", label: str = "the preconditioner", host: sp.spmatrix | None = None) -> SolveResult:
     """Flexible GMRES(``restart``) with right preconditioning; ``A`` need not be symmetric.
 
     ``maxiter`` (default 1000) counts inner iterations; the residual history holds the
     Arnoldi residual estimate per inner iteration and the true residual at every restart.
+    Torch vectors: see the module docstring. ``SolveResult.x`` is a numpy array.
     """
     t0 = time.perf_counter()
-    b, x, nb = _start(A, b, x0)
+    b, x, nb, host = _start(A, b, x0, host)
     maxiter = 1000 if maxiter is None else int(maxiter)
-    n = b.size
+    n = b.shape[0]
     m = max(1, min(int(restart), n))
-    watch = Watch(A, precondition, fallback, patience, gain, label)
+    watch = Watch(host, precondition, fallback, patience, gain, label)
     r = b - A @ x
-    beta = float(np.linalg.norm(r))
+    beta = _norm(r)
     history = [beta / nb]
     it = 0
+    V, Z = _zeros(b, (m + 1, n)), _zeros(b, (m, n))
     while history[-1] > tol and it < maxiter:
-        V = np.zeros((m + 1, n))
-        Z = np.zeros((m, n))
+        V[:] = 0
+        Z[:] = 0
         H = np.zeros((m + 1, m))
         cs, sn = np.zeros(m), np.zeros(m)
         g = np.zeros(m + 1)
@@ -167,8 +222,8 @@ def fgmres(A: sp.csr_matrix, b: np.ndarray, precondition: Preconditioner, tol: f
             for _ in range(2):  # classical Gram-Schmidt twice (CGS2)
                 h = V[: j + 1] @ w
                 w -= h @ V[: j + 1]
-                H[: j + 1, j] += h
-            H[j + 1, j] = np.linalg.norm(w)
+                H[: j + 1, j] += _host(h)
+            H[j + 1, j] = _norm(w)
             breakdown = not H[j + 1, j] > 1e-14 * np.linalg.norm(H[: j + 2, j])
             if not breakdown:
                 V[j + 1] = w / H[j + 1, j]
@@ -189,15 +244,15 @@ def fgmres(A: sp.csr_matrix, b: np.ndarray, precondition: Preconditioner, tol: f
         keep = k if np.all(diag > 0) else int(np.argmin(diag > 0))  # a singular H: use the regular part
         if keep:
             y = _upper_solve(H[:keep, :keep], g[:keep])
-            x += y @ Z[:keep]
+            x += _like(y, b) @ Z[:keep]
         r = b - A @ x
-        beta = float(np.linalg.norm(r))
+        beta = _norm(r)
         history[-1] = beta / nb
         if not np.isfinite(beta) or (keep == 0 and watch.switched_at is not None):
             break
         if keep == 0 and watch.fallback:
             watch.switch(it, f"{watch.label} gave a direction that does not reduce the residual")
-    return SolveResult(x, bool(history[-1] <= tol), it, np.asarray(history), watch.fallback_setup,
+    return SolveResult(_host(x), bool(history[-1] <= tol), it, np.asarray(history), watch.fallback_setup,
                        time.perf_counter() - t0 - watch.fallback_setup, name, tuple(watch.notes))
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -407,35 +408,149 @@ def load_preconditioner(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     return load_state(net, state, run_dir), meta
 
 
-class NeuralPreconditioner:
-    """``r -> z ~ A^-1 r`` by the trained network; features of ``A`` computed once."""
+#: CUDA graphs of a network's forward pass, per network and grid: (graph, static input, static output)
+_GRAPHS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 
-    def __init__(self, net: torch.nn.Module, A: sp.spmatrix, shape: tuple[int, ...], device: str | torch.device = "cpu"):
+
+def torch_csr(A: sp.spmatrix, device: str | torch.device, dtype=torch.float64) -> torch.Tensor:
+    """``A`` as a torch sparse CSR tensor on ``device`` (for ``A @ v`` with torch vectors)."""
+    import warnings
+
+    A = sp.csr_matrix(A)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
+                                       torch.from_numpy(A.indices.astype(np.int64)),
+                                       torch.from_numpy(A.data.astype(np.float64)), size=A.shape, dtype=dtype,
+                                       device=device, check_invariants=False)
+
+
+class NeuralPreconditioner:
+    """``r -> z ~ A^-1 r`` by the trained network; features of ``A`` computed once.
+
+    Takes numpy or torch vectors (torch: float64 on the network's device, returned likewise, no
+    host round trip). On a GPU the forward pass is captured once per grid as a CUDA graph
+    (``graph=None``: on CUDA devices) and replayed, which removes the launch latency of the
+    network's many small kernels; the capture is checked against the eager pass and dropped,
+    with a note in ``self.notes``, if they differ by more than 1e-3.
+    """
+
+    def __init__(self, net: torch.nn.Module, A: sp.spmatrix, shape: tuple[int, ...], device: str | torch.device = "cpu",
+                 graph: Optional[bool] = None):
         self.net = net.to(device).eval()
         self.shape, self.device = tuple(shape), torch.device(device)
         diag, off = stencil(A, self.shape)
         self.features = torch.from_numpy(face_features(diag, off)).unsqueeze(0).to(self.device)
+        self.graph = (self.device.type == "cuda") if graph is None else bool(graph)
         self.calls = 0
+        self.notes: list[str] = []
 
     @torch.no_grad()
-    def __call__(self, r: np.ndarray) -> np.ndarray:
+    def prepare(self) -> None:
+        """Capture (or find) the CUDA graph for this grid now, so that a solve's setup holds its cost."""
+        if self.graph:
+            self._graph_entry()
+
+    @torch.no_grad()
+    def _graph_entry(self):
+        graphs = _GRAPHS.setdefault(self.net, {})
+        key = (self.shape, str(self.device))
+        if key not in graphs:
+            try:
+                graphs[key] = self._capture()
+            except RuntimeError as exc:  # an operation that cannot be captured: run eagerly
+                self.notes.append(f"CUDA graph capture of the network failed ({str(exc).splitlines()[0]}); not used")
+                graphs[key] = None
+        entry = graphs[key]
+        if entry is None:
+            self.graph = False
+            return None
+        if entry["owner"] is not self:  # another matrix on the same grid: its coefficient features
+            entry["input"][:, : self.features.shape[1]].copy_(self.features)
+            entry["owner"] = self
+        return entry
+
+    def _capture(self):
+        c = self.features.shape[1]
+        static_in = torch.empty((1, c + 1, *self.shape), device=self.device)
+        static_in[:, :c] = self.features
+        static_in[:, c:].normal_(generator=torch.Generator(self.device).manual_seed(0))
+        eager = self.net(static_in).clone()
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):  # warm-up off the capture stream, as torch.cuda.graph asks
+            for _ in range(2):
+                self.net(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.net(static_in)
+        graph.replay()
+        err = float(torch.linalg.vector_norm(static_out - eager) / torch.linalg.vector_norm(eager).clamp_min(1e-30))
+        if not err <= 1e-3:
+            self.notes.append(f"CUDA graph of the network differs from its eager pass ({err:.1e}); not used")
+            return None
+        return {"graph": graph, "input": static_in, "output": static_out, "owner": self}
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        entry = self._graph_entry() if self.graph else None
+        if entry is None:
+            return self.net(torch.cat([self.features, x], dim=1))
+        entry["input"][:, self.features.shape[1]:].copy_(x)
+        entry["graph"].replay()
+        return entry["output"].clone()
+
+    @torch.no_grad()
+    def __call__(self, r):
         self.calls += 1
+        if isinstance(r, torch.Tensor):  # stays on the device, no host synchronisation
+            scale = torch.sqrt(torch.mean(r * r)).clamp_min(1e-300)
+            x = (r / scale).to(torch.float32).reshape(1, 1, *self.shape)
+            return self._forward(x).reshape(-1).to(r.dtype)
         scale = float(np.sqrt(np.mean(r * r)))
         if not scale > 0:
             return np.zeros_like(r)
         x = torch.from_numpy((r / scale).astype(np.float32)).reshape(1, 1, *self.shape).to(self.device)
-        z = self.net(torch.cat([self.features, x], dim=1))
-        return z.reshape(-1).double().cpu().numpy()
+        return self._forward(x).reshape(-1).double().cpu().numpy()
 
 
 class HybridPreconditioner:
     """HINTS-style ``r -> z``: ``sweeps`` forward Gauss-Seidel sweeps, a line-searched network
-    correction of the remaining residual, ``sweeps`` backward sweeps (all from ``z = 0``)."""
+    correction of the remaining residual, ``sweeps`` backward sweeps (all from ``z = 0``).
 
-    def __init__(self, A: sp.csr_matrix, network, sweeps: int = 2):
+    Numpy vectors: lexicographic sweeps (pyamg). Torch vectors (``device`` given): red-black
+    sweeps on the device (red then black forward, black then red backward), which are exact
+    Gauss-Seidel in the red-black order because a 5/7-point stencil couples only the two colours.
+    """
+
+    def __init__(self, A: sp.csr_matrix, network, sweeps: int = 2, device: str | torch.device | None = None):
         self.A, self.network, self.sweeps = sp.csr_matrix(A), network, int(sweeps)
+        if device is not None:
+            shape = network.shape
+            self.At = torch_csr(self.A, device)
+            self.dinv = torch.from_numpy(1.0 / self.A.diagonal()).to(device)
+            red = torch.from_numpy((np.indices(shape).sum(axis=0) % 2 == 0).reshape(-1).astype(np.float64)).to(device)
+            self.colours = (red, 1.0 - red)
 
-    def __call__(self, r: np.ndarray) -> np.ndarray:
+    def _sweep(self, z: torch.Tensor, r: torch.Tensor, order: tuple[int, int]) -> torch.Tensor:
+        for c in order:
+            z = z + self.colours[c] * self.dinv * (r - self.At @ z)
+        return z
+
+    def __call__(self, r):
+        if isinstance(r, torch.Tensor):
+            z = torch.zeros_like(r)
+            for _ in range(self.sweeps):
+                z = self._sweep(z, r, (0, 1))
+            rest = r - self.At @ z
+            c = self.network(rest)
+            Ac = self.At @ c
+            cAc = c @ Ac
+            ok = torch.isfinite(cAc) & (cAc > 0)  # decided on the device: no host synchronisation
+            z = z + torch.where(ok, (c @ rest) / torch.where(ok, cAc, 1.0) * c, 0.0)
+            for _ in range(self.sweeps):
+                z = self._sweep(z, r, (1, 0))
+            return z
         from pyamg.relaxation.relaxation import gauss_seidel
 
         z = np.zeros_like(r)
@@ -469,32 +584,46 @@ def _network_for(A: sp.spmatrix, run: str) -> tuple[NeuralPreconditioner, dict]:
 
 def neural_solve(A: sp.spmatrix, b: np.ndarray, run: str | Path, method: str = "fcg", tol: float = 1e-8,
                  maxiter: int | None = None, x0: np.ndarray | None = None, fallback: str | None = "amg",
-                 sweeps: int = 2, memory: int = 10, restart: int = 30, patience: int = 10) -> SolveResult:
+                 sweeps: int = 2, memory: int = 10, restart: int = 30, patience: int = 10,
+                 backend: str = "auto") -> SolveResult:
     """Solve ``A x = b`` with the preconditioner trained in ``run``: ``method`` is ``fcg``,
     ``fgmres`` or ``hints`` (FCG with the hybrid preconditioner, ``sweeps`` Gauss-Seidel sweeps
     on each side). ``fallback`` (``amg``, ``ic``, ``sgs``, ``jacobi`` or None) takes over when
-    the network stops helping (see :mod:`sciml.solvers.flexible`)."""
+    the network stops helping (see :mod:`sciml.solvers.flexible`).
+
+    ``backend``: ``numpy`` runs the Krylov iteration on host vectors (scipy matrix, pyamg
+    lexicographic Gauss-Seidel); ``torch`` on torch vectors on the network's device (sparse CSR
+    matrix, red-black Gauss-Seidel, CUDA-graph network on a GPU); ``auto`` picks torch when the
+    network runs on a GPU, numpy otherwise.
+    """
     from .flexible import fcg, fgmres
 
+    if method not in ("fcg", "fgmres", "hints"):
+        raise ConfigError(f"neural preconditioned method must be fcg, fgmres or hints, got {method!r}")
+    if backend not in ("auto", "numpy", "torch"):
+        raise ConfigError(f"backend must be auto, numpy or torch, got {backend!r}")
     t0 = time.perf_counter()
     A = sp.csr_matrix(A, dtype=np.float64)
     network, _ = _network_for(A, str(run))
+    on_device = backend == "torch" or (backend == "auto" and network.device.type == "cuda")
     label = "the network"
     precondition = network
     if method == "hints":
-        precondition = HybridPreconditioner(A, network, sweeps)
+        precondition = HybridPreconditioner(A, network, sweeps, network.device if on_device else None)
         label = "the hybrid network/Gauss-Seidel preconditioner"
+    system, rhs, host = A, b, None
+    if on_device:
+        system, host = torch_csr(A, network.device), A
+        rhs = torch.as_tensor(np.asarray(b, dtype=np.float64), device=network.device)
+    network.prepare()
     setup = time.perf_counter() - t0
     name = f"{method}:{run}"
-    if method in ("fcg", "hints"):
-        result = fcg(A, b, precondition, tol, maxiter, x0, memory=memory, fallback=fallback, patience=patience,
-                     name=name, label=label)
-    elif method == "fgmres":
-        result = fgmres(A, b, precondition, tol, maxiter, x0, restart=restart, fallback=fallback, patience=patience,
-                        name=name, label=label)
+    options = dict(fallback=fallback, patience=patience, name=name, label=label, host=host)
+    if method == "fgmres":
+        result = fgmres(system, rhs, precondition, tol, maxiter, x0, restart=restart, **options)
     else:
-        raise ConfigError(f"neural preconditioned method must be fcg, fgmres or hints, got {method!r}")
-    return dataclasses.replace(result, setup_time=setup + result.setup_time)
+        result = fcg(system, rhs, precondition, tol, maxiter, x0, memory=memory, **options)
+    return dataclasses.replace(result, setup_time=setup + result.setup_time, notes=tuple(network.notes) + result.notes)
 
 
 def solve_fcg(A, b, tol, maxiter, x0, run) -> SolveResult:
