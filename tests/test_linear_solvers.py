@@ -170,3 +170,35 @@ def test_ichol0_breakdown_is_a_clear_error():
     A = sp.csr_matrix(np.array([[1.0, 2.0], [2.0, 1.0]]))  # symmetric, indefinite
     with pytest.raises(SciMLError, match="pivot .* <= 0 at row 1"):
         solve(A, np.ones(2), method="pcg-ic")
+
+
+def test_breakdown_divergence_and_bad_systems_are_reported_not_returned_as_answers():
+    """Issue 10: an indefinite matrix stops CG with a note (not converged, finite x whose true
+    residual is reported); a singular matrix, NaN or Inf in the matrix, right-hand side or
+    initial guess raise one clear DataError instead of returning garbage."""
+    from sciml.errors import DataError
+
+    n = 200
+    b = np.random.default_rng(0).standard_normal(n)
+    indefinite = sp.diags(np.linspace(-1, 1, n) + 1e-3).tocsr()
+    res = solve(indefinite, b, method="cg", tol=1e-8, maxiter=500)
+    assert not res.converged and np.all(np.isfinite(res.x))
+    assert res.residual == pytest.approx(np.linalg.norm(b - indefinite @ res.x) / np.linalg.norm(b), rel=1e-12)
+    assert "broke down" in res.notes[0] and "not symmetric positive definite" in res.notes[0]
+    gm = solve(indefinite, b, method="gmres", tol=1e-8, maxiter=20)
+    assert not gm.converged and np.all(np.isfinite(gm.x)) and gm.residual < 1.0
+
+    singular = sp.diags([np.ones(n), -np.ones(n - 1)], [0, 1]).tolil()
+    singular[n - 1, n - 1] = 0
+    with pytest.raises(DataError, match="singular"):
+        solve(singular.tocsr(), b, method="direct")
+    spd = sp.diags(np.full(n, 2.0)).tocsr()
+    nan_matrix = spd.copy()
+    nan_matrix.data[3] = np.nan
+    for method in ("cg", "direct", "gmres", "pcg-amg"):
+        with pytest.raises(DataError, match="the matrix holds 1 NaN or Inf entry"):
+            solve(nan_matrix, b, method=method)
+    with pytest.raises(DataError, match="right-hand side holds 2 NaN or Inf entries"):
+        solve(spd, np.where(np.arange(n) < 2, np.inf, b), method="cg")
+    with pytest.raises(DataError, match="initial guess"):
+        solve(spd, b, method="cg", x0=np.full(n, np.nan))

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError, DataError, UnknownNameError
 
 # Crossover measured on this project's 2-core CPU (FNO Darcy matrices, a in {3, 12}, tol
 # 1e-10, setup included, median of 3 samples x 3 repeats): splu-MMD vs RS-AMG-PCG took
@@ -218,7 +218,12 @@ def _check_system(A, b, x0, tol, maxiter):
         raise ConfigError(f"tol must be positive, got {tol}")
     if maxiter is not None and maxiter < 1:
         raise ConfigError(f"maxiter must be at least 1, got {maxiter}")
-    return sp.csr_matrix(A, dtype=np.float64), b, x0
+    A = sp.csr_matrix(A, dtype=np.float64)
+    for what, values in (("the matrix", A.data), ("the right-hand side", b), ("the initial guess", x0)):
+        if values is not None and not np.all(np.isfinite(values)):
+            bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+            raise DataError(f"{what} holds {bad} NaN or Inf entr{'y' if bad == 1 else 'ies'}; fix the data it came from")
+    return A, b, x0
 
 
 @register("direct")
@@ -226,7 +231,11 @@ def _direct(A, b, tol, maxiter, x0) -> SolveResult:
     import scipy.sparse.linalg as spla  # deferred: 0.2 s of import that `sciml --help` need not pay
 
     t0 = time.perf_counter()
-    lu = spla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A")
+    try:
+        lu = spla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A")
+    except RuntimeError as exc:  # "Factor is exactly singular"
+        raise DataError(f"the matrix is singular (SuperLU: {exc}); check its boundary conditions, or use an "
+                        "iterative method such as gmres for a least-squares answer") from None
     t1 = time.perf_counter()
     x = lu.solve(b)
     t2 = time.perf_counter()
@@ -236,13 +245,19 @@ def _direct(A, b, tol, maxiter, x0) -> SolveResult:
     return SolveResult(x, converged, 1, np.array([r0, r]), t1 - t0, t2 - t1, "direct")
 
 
-def pcg(A, b, tol, maxiter, x0, precondition: Callable[[np.ndarray], np.ndarray] | None):
+def pcg(A, b, tol, maxiter, x0, precondition: Callable[[np.ndarray], np.ndarray] | None,
+        notes: list[str] | None = None):
     """Preconditioned CG; returns ``(x, converged, iterations, residual history)``.
 
     The recurrence residual is checked against ``tol`` and, on convergence, confirmed with
     the true residual (which can drift from the recurrence in finite precision); if it
-    does not hold, CG restarts from the current iterate.
+    does not hold, CG restarts from the current iterate. A breakdown (``p.Ap <= 0`` or
+    ``r.z <= 0``: the matrix or the preconditioner is not SPD) or a non-finite residual stops
+    it, reported as not converged; the reason is appended to ``notes`` when given. ``x`` is
+    then the last iterate (the initial guess if the residual became non-finite), and the
+    history's last entry its true residual.
     """
+    notes = [] if notes is None else notes
     nb = np.linalg.norm(b) or 1.0
     x = np.zeros_like(b) if x0 is None else x0.copy()
     r = b - A @ x
@@ -255,6 +270,10 @@ def pcg(A, b, tol, maxiter, x0, precondition: Callable[[np.ndarray], np.ndarray]
             Ap = A @ p
             pAp = p @ Ap
             if not pAp > 0 or not rz > 0:  # A (or the preconditioner) is not SPD: stop
+                what = "p.Ap" if not pAp > 0 else "r.z"
+                notes.append(f"CG broke down at iteration {iterations} ({what} = {float(pAp if what == 'p.Ap' else rz):.3g}): "
+                             "the matrix or the preconditioner is not symmetric positive definite; try gmres or direct")
+                history[-1] = np.linalg.norm(b - A @ x) / nb
                 return x, False, iterations, np.array(history)
             alpha = rz / pAp
             x += alpha * p
@@ -272,14 +291,18 @@ def pcg(A, b, tol, maxiter, x0, precondition: Callable[[np.ndarray], np.ndarray]
         history[-1] = np.linalg.norm(r) / nb
         converged = history[-1] <= tol
         if not np.isfinite(history[-1]):
+            notes.append(f"CG diverged (non-finite residual at iteration {iterations}); x is the initial guess")
+            x = np.zeros_like(b) if x0 is None else x0.copy()
+            history[-1] = np.linalg.norm(b - A @ x) / nb
             break
     return x, bool(converged), iterations, np.array(history)
 
 
 def _pcg_result(name, A, b, tol, maxiter, x0, setup, precondition) -> SolveResult:
     t0 = time.perf_counter()
-    x, converged, its, hist = pcg(A, b, tol, maxiter, x0, precondition)
-    return SolveResult(x, converged, its, hist, setup, time.perf_counter() - t0, name)
+    notes: list[str] = []
+    x, converged, its, hist = pcg(A, b, tol, maxiter, x0, precondition, notes)
+    return SolveResult(x, converged, its, hist, setup, time.perf_counter() - t0, name, tuple(notes))
 
 
 @register("cg")
