@@ -31,3 +31,46 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path, what: str = "output") -> Iterator[Path]:
+    """Hold an exclusive lock on ``path`` (a file or a run folder) while writing it.
+
+    The lock is ``flock`` on a sibling file ``.<name>.lock`` (which records the holder's pid and
+    command line): the kernel releases it when the holder exits, also on SIGKILL, so a killed
+    run never leaves a stale lock behind. A second process asking for the same ``path`` gets
+    :class:`~sciml.errors.ConfigError` at once, one line naming the holder. On systems without
+    ``fcntl`` (Windows) no lock is taken.
+    """
+    import sys
+
+    from .errors import ConfigError
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / f".{path.name}.lock"
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield lock
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            raise ConfigError(
+                f"{path} is being written by another sciml process ({holder}); wait for it to finish "
+                f"or choose another {what}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}".encode(), 0)
+        try:
+            yield lock
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
