@@ -161,3 +161,49 @@ def test_mutated_configs_on_the_command_line(cfg, tmp_path, capsys):
     code, _, err = run_cli(["run", path], capsys)
     one_line_or_ok(code, err)
     assert code == 1 and not (tmp_path / "out").exists()
+
+
+def _damage(path, how):
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "r+") as f:
+        if how == "missing variable":
+            del f["u"]
+        elif how == "wrong dims":
+            del f["a"]
+            f["a"] = np.ones(7, dtype=np.float32)
+        elif how == "text dtype":
+            del f["a"]
+            f["a"] = np.array([b"x"] * 3)
+        elif how == "missing attribute":
+            del f.attrs["inputs"]
+        elif how == "nan":
+            u = f["u"][:]
+            u[1, 2, 3] = np.nan
+            f["u"][:] = u
+
+
+@pytest.mark.parametrize("how", ["missing variable", "wrong dims", "text dtype", "missing attribute"])
+def test_structural_damage_is_refused_in_one_line(valid_file, tmp_path, capsys, how):
+    path = tmp_path / "damaged.h5"
+    path.write_bytes(valid_file)
+    _damage(path, how)
+    code, _, err = run_cli(["info", path], capsys)
+    one_line_or_ok(code, err)
+    assert code == 1 and str(path) in err
+    with pytest.raises(SciMLError):
+        training.load_grid_data(path)
+
+
+def test_nan_is_flagged_by_info_and_refused_by_strict_info_and_training(valid_file, tmp_path, capsys):
+    path = tmp_path / "nan.h5"
+    path.write_bytes(valid_file)
+    _damage(path, "nan")
+    code, out, err = run_cli(["info", path], capsys)
+    assert code == 0 and "WARNING: 1 NaN/Inf value(s) in u, in samples 1" in out
+    code, _, err = run_cli(["info", path, "--strict"], capsys)
+    one_line_or_ok(code, err)
+    assert code == 1 and "NaN or Inf" in err and "sample 1" in err
+    with pytest.raises(SciMLError, match="NaN or Inf"):
+        training.load_grid_data(path)

@@ -337,7 +337,7 @@ def open_dataset(path: str | Path, variables: Iterable[str] | None = None, check
     failure = None
     with _quiet_half_open_files():
         try:
-            ds = xr.open_dataset(path, engine="h5netcdf")
+            ds = xr.open_dataset(path, engine="h5netcdf", phony_dims="sort")
         except Exception as exc:  # h5py/h5netcdf raise many types for damaged files
             failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         gc.collect()
@@ -356,6 +356,16 @@ def open_dataset(path: str | Path, variables: Iterable[str] | None = None, check
     if absent:
         ds.close()
         raise _fail(path, f"missing variable(s) {', '.join(absent)}; the file is incomplete or damaged")
+    for v in dict.fromkeys(names):
+        var = ds[v]
+        if not var.dims or var.dims[0] != "sample":
+            ds.close()
+            raise _fail(path, f"variable {v!r} has dims {tuple(var.dims)}, expected ('sample', ...); the file is damaged "
+                              "or not written by sciml, convert it with `sciml import`")
+        if var.dtype.kind not in "fiub":
+            ds.close()
+            raise _fail(path, f"variable {v!r} has dtype {var.dtype}, expected numbers; the file is damaged or not a "
+                              "sciml dataset")
     try:
         if "done" in ds and not bool(ds["done"].values.all()):
             n = int((ds["done"].values == 0).sum())

@@ -12,18 +12,27 @@ from .format import attrs_json, open_dataset
 _BLOCK_VALUES = 4_000_000  # values read at a time, so memory stays flat for large files
 
 
-def _stats(var) -> dict[str, float]:
-    """min / max / mean of a (sample, ...) variable, read a block of samples at a time."""
+def _stats(var) -> dict[str, Any]:
+    """min / max / mean over the finite values of a (sample, ...) variable, read a block of
+    samples at a time, with the count of NaN/Inf values and the first samples that hold them."""
     n = var.sizes["sample"]
     per_sample = max(1, int(np.prod([s for d, s in var.sizes.items() if d != "sample"])))
     step = max(1, _BLOCK_VALUES // per_sample)
-    lo, hi, total, count = np.inf, -np.inf, 0.0, 0
+    lo, hi, total, count, bad, bad_samples = np.inf, -np.inf, 0.0, 0, 0, []
     for start in range(0, n, step):
         block = np.asarray(var.isel(sample=slice(start, start + step)).values, dtype=np.float64)
-        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
-        total += float(block.sum())
-        count += block.size
-    return {"min": lo, "max": hi, "mean": total / max(count, 1)}
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad += int(block.size - finite.sum())
+            per = (~finite).reshape(finite.shape[0], -1).any(axis=1)
+            bad_samples += [start + int(i) for i in np.flatnonzero(per)][: max(0, 10 - len(bad_samples))]
+            block = block[finite]
+        if block.size:
+            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+            total += float(block.sum())
+            count += block.size
+    return {"min": lo if count else float("nan"), "max": hi if count else float("nan"),
+            "mean": total / count if count else float("nan"), "nonfinite": bad, "nonfinite_samples": bad_samples}
 
 
 def _distribution(values: np.ndarray) -> dict[str, float] | None:
@@ -44,20 +53,22 @@ def _seed(value: Any) -> Any:
         return str(value)
 
 
-def summary(path: str | Path) -> dict[str, Any]:
-    """Describe a dataset file.
+def summary(path: str | Path, strict: bool = False) -> dict[str, Any]:
+    """Describe a dataset file; NaN/Inf values are counted and flagged (``strict``: refused
+    with the reader's DataError instead).
 
     Returns
     -------
     dict with ``path``, ``pde``, ``n`` (samples), ``inputs``, ``outputs``, ``variables``
-    (per variable: ``dims``, ``shape``, ``dtype``, ``min``, ``max``, ``mean``), ``coords``
+    (per variable: ``dims``, ``shape``, ``dtype``, ``min``, ``max``, ``mean`` of the finite values,
+    ``nonfinite`` (count of NaN/Inf) and ``nonfinite_samples`` (the first ten)), ``coords``
     (per axis: ``size``, ``min``, ``max``), ``params``, ``seed``, ``grid``, ``solver``
     (name, tol, method, max_residual as stored), ``residual`` (``max`` and ``median`` of the
     per-sample achieved relative residuals), ``contrast`` (``min``, ``q25``, ``median``,
     ``q75``, ``max`` of the per-sample coefficient contrast where the file stores one, as
     ConDiff's does; else None), ``sciml_version`` and ``created``.
     """
-    ds = open_dataset(path)
+    ds = open_dataset(path, check_finite=strict)
     try:
         names = str(ds.attrs["inputs"]).split() + str(ds.attrs["outputs"]).split()
         variables = {}
@@ -118,6 +129,10 @@ def format_summary(info: dict[str, Any]) -> str:
             f"    {name:<4} {role}  {shape} on ({dims}) {v['dtype']}"
             f"  min {_num(v['min'])}  max {_num(v['max'])}  mean {_num(v['mean'])}"
         )
+        if v.get("nonfinite"):
+            where = ", ".join(map(str, v["nonfinite_samples"]))
+            lines.append(f"         WARNING: {v['nonfinite']} NaN/Inf value(s) in {name}, in samples {where}"
+                         f"{' ...' if len(v['nonfinite_samples']) >= 10 else ''} (training and evaluation refuse this file)")
     solver = info.get("solver") or {}
     if isinstance(solver, dict) and solver:
         parts = [f"{k} {_num(solver[k])}" for k in ("name", "method", "tol") if solver.get(k) is not None]
