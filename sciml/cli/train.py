@@ -11,6 +11,7 @@ from ._common import parse_assignments
 
 
 def train(
+    ctx: typer.Context,
     model: Annotated[Optional[str], typer.Argument(help="Model or preset name (see `sciml models`).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Training dataset (.h5).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.")] = None,
@@ -34,6 +35,8 @@ def train(
     steps: Annotated[Optional[int], typer.Option(help="dcdm/cgs: optimiser steps.")] = None,
     task: Annotated[Optional[str], typer.Option(help="precond: train a grid operator as a preconditioner; cgs: porenet or mdp.")] = None,
     points: Annotated[Optional[float], typer.Option(help="coral: fraction of each sample's grid points to train on (e.g. 0.2).")] = None,
+    nproc: Annotated[int, typer.Option(help="Train data-parallel (DDP) on N processes of this machine through torchrun; "
+                                            "--batch-size stays the global batch.")] = 1,
 ) -> None:
     """Train with the relative L2 loss, fitted normalisers, Adam and a scheduler; writes a run directory.
 
@@ -42,11 +45,29 @@ def train(
     --out runs/p`, then `sciml solve darcy -s 130 --method hints:runs/p,fcg:runs/p,pcg-amg`.
     Learned solvers train on generated problems instead of a dataset:
     `sciml train dcdm --pde poisson3d -s 32 --out runs/dcdm` and `sciml train cgs --task porenet --out runs/cgs`.
+
+    `--nproc N` (or `torchrun --nproc_per_node N -m sciml train ...`) trains data-parallel: each
+    process takes a share of every global batch of --batch-size samples, so the result does not
+    depend on N; only rank 0 writes the run directory.
     """
     from .. import training
     from ..config import load_yaml
-    from ..errors import ConfigError
+    from ..errors import ConfigError, SciMLError
 
+    ddp = training.ddp
+    if nproc != 1:
+        _check_nproc(nproc, model=model, task=task, device=device)
+        debug = bool(ctx.find_root().params.get("debug"))
+        args = _relaunch_args(model, debug=debug, data=data, out=out, config=config, resume=resume, test_data=test_data,
+                              epochs=epochs, batch_size=batch_size, lr=lr, n_train=n_train, device=device, seed=seed,
+                              set_=set_, option=option, progress=progress,
+                              rest={"--pde": pde, "--resolution": resolution, "--param": param, "--steps": steps,
+                                    "--points": points})
+        raise typer.Exit(ddp.launch(args, nproc))
+    if ddp.env_world_size() > 1 and (task is not None or (model == "coral" and resume is None) or model in LEARNED_SOLVERS):
+        what = f"--task {task}" if task is not None else model
+        raise ConfigError(f"{what} does not train data-parallel (WORLD_SIZE={ddp.env_world_size()}); "
+                          "run it as one process, without torchrun")
     if task == "precond":
         return _train_preconditioner(model, data=data, out=out, config=config, epochs=epochs, batch_size=batch_size,
                                      lr=lr, n_train=n_train, device=device, seed=seed, set_=set_, option=option,
@@ -75,26 +96,91 @@ def train(
         options["model_config"] = {**options.get("model_config", {}), **model_cfg}
     if not progress:
         options["progress"] = False
-    if resume is not None:
-        result = training.resume(resume, data=data, test_data=test_data, **options)
-    else:
-        model = model or options.pop("model", None)
-        if model is None:
-            raise ConfigError("name a model or preset (see `sciml models`), e.g. `sciml train fno --data train.h5 --out runs/x`")
-        options.pop("model", None)
-        if data is None:
-            data = options.pop("data", None)
-            if data is None:
-                raise ConfigError("--data is required: the training dataset (.h5)")
-        options.pop("data", None)
-        if out is None:
-            raise ConfigError("--out is required: the run directory to create, e.g. --out runs/x")
-        result = training.train(model, data=data, out=out, test_data=test_data, **options)
+    try:
+        result = _train_operator(model, data=data, out=out, resume=resume, test_data=test_data, options=options)
+    except SciMLError as exc:
+        # under torchrun every rank raises (see ddp.World.agree) and rank 0 reports it; the others
+        # stay silent unless the error is theirs alone
+        if ddp.env_rank() != 0 and not isinstance(exc, ddp.RankLocalError):
+            raise typer.Exit(1) from None
+        raise
+    if ddp.env_rank() != 0:
+        return
     print(f"run {result['run_dir']}: {result['epochs']} epochs, final train loss {result['train_loss']:.4g}"
           + (f", test rel. L2 {result['test_loss']:.4g}" if result.get("test_loss") is not None else ""))
 
 
 LEARNED_SOLVERS = ("dcdm", "cgs")
+
+
+def _train_operator(model, *, data, out, resume, test_data, options: dict) -> dict:
+    from .. import training
+    from ..errors import ConfigError
+
+    if resume is not None:
+        return training.resume(resume, data=data, test_data=test_data, **options)
+    model = model or options.pop("model", None)
+    if model is None:
+        raise ConfigError("name a model or preset (see `sciml models`), e.g. `sciml train fno --data train.h5 --out runs/x`")
+    options.pop("model", None)
+    if data is None:
+        data = options.pop("data", None)
+        if data is None:
+            raise ConfigError("--data is required: the training dataset (.h5)")
+    options.pop("data", None)
+    if out is None:
+        raise ConfigError("--out is required: the run directory to create, e.g. --out runs/x")
+    return training.train(model, data=data, out=out, test_data=test_data, **options)
+
+
+def _check_nproc(nproc: int, *, model, task, device) -> None:
+    """Refuse ``--nproc`` values and combinations that cannot train data-parallel."""
+    import torch
+
+    from ..errors import ConfigError
+    from ..training import ddp
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be a number of processes >= 1, got {nproc}")
+    if ddp.env_world_size() > 1:
+        raise ConfigError(f"--nproc {nproc} inside a torchrun launch (WORLD_SIZE={ddp.env_world_size()}); "
+                          "drop --nproc, torchrun already started the processes")
+    if task is not None or model == "coral" or model in LEARNED_SOLVERS:
+        what = f"--task {task}" if task is not None else model
+        raise ConfigError(f"--nproc {nproc}: {what} does not train data-parallel; data-parallel training is for "
+                          "operators trained on --data (fno, deeponet, ...), drop --nproc")
+    if device == "cuda" or (device in (None, "auto") and torch.cuda.is_available()):
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if nproc > gpus:
+            raise ConfigError(f"--nproc {nproc} needs one GPU per process but {gpus} GPU(s) are visible; "
+                              f"use --nproc {max(gpus, 1)} or --device cpu")
+
+
+def _relaunch_args(model, *, debug: bool, data, out, config, resume, test_data, epochs, batch_size, lr, n_train, device, seed,
+                   set_, option, progress, rest: dict) -> list[str]:
+    """The `sciml train` command line, without --nproc, that each torchrun process runs."""
+    from ..errors import ConfigError
+
+    for flag, value in rest.items():
+        if value:
+            raise ConfigError(f"{flag} does not apply to data-parallel training of an operator on --data; drop it or --nproc")
+    args = ["--debug"] if debug else []
+    args.append("train")
+    if model:
+        args.append(model)
+    flags = {"--data": data, "--out": out, "--config": config, "--resume": resume, "--test-data": test_data,
+             "--epochs": epochs, "--batch-size": batch_size, "--lr": lr, "--n-train": n_train, "--device": device,
+             "--seed": seed}
+    for flag, value in flags.items():
+        if value is not None:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    for item in set_ or []:
+        args += ["--set", item]
+    for item in option or []:
+        args += ["--option", item]
+    if not progress:
+        args.append("--no-progress")
+    return args
 
 
 def _file_options(config, data, out, set_, option, flags: dict, data_help: str, out_example: str):

@@ -23,7 +23,9 @@ class TrainOptions:
     """Options of :func:`sciml.training.train`.
 
     epochs: total number of epochs (a resumed run continues up to it).
-    batch_size, lr, weight_decay: minibatch size, learning rate, L2 weight decay.
+    batch_size, lr, weight_decay: minibatch size, learning rate, L2 weight decay. ``batch_size`` is
+        the global batch: under torchrun (DDP) the ranks split each batch between them, so the
+        numbers do not depend on the process count (see :mod:`sciml.training.ddp`).
     optimizer: ``adam`` (coupled weight decay, as FNO) or ``adamw``.
     scheduler: ``step`` (StepLR(step_size, gamma), stepped once per epoch), ``cosine``
         (cosine annealing to 0 over ``epochs``), ``onecycle`` (OneCycleLR stepped per epoch,

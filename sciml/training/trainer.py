@@ -3,6 +3,8 @@
 The protocol follows FNO (Li et al. 2021, ``fourier_2d.py``): inputs and outputs are normalised
 with statistics of the training set, the model maps normalised inputs to normalised outputs,
 the loss compares the decoded prediction with the raw target, the scheduler steps per epoch.
+Under torchrun the same loop trains data-parallel (see :mod:`sciml.training.ddp`): every rank takes
+its share of each global batch and only rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from ..config import dump_yaml
 from ..errors import CheckpointError, ConfigError, ModelError
 from ..io import atomic_write_text
 from . import checkpoint as ckpt
-from .build import build_model, resolve_device
+from .build import build_model
 from .data import DatasetSignature, GridData, load_grid_data
+from .ddp import World, shard_batches, world as ddp_world
 from .losses import get_loss, rel_l2_loss
 from .normalisers import DataNormaliser
 from .options import RUNTIME_KEYS, TrainOptions, resolve_options
@@ -92,16 +95,19 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 @torch.no_grad()
 def _mean_loss(net: nn.Module, normaliser: DataNormaliser, x_enc: torch.Tensor, y: torch.Tensor,
-               loss_fn, batch_size: int, device: torch.device) -> float:
-    """Sample-weighted mean of ``loss_fn`` over a whole split (inputs already encoded)."""
+               loss_fn, batch_size: int, device: torch.device, world: World = World()) -> float:
+    """Sample-weighted mean of ``loss_fn`` over a whole split (inputs already encoded); under DDP
+    each rank scores its contiguous share and the sums are reduced, so every rank gets the mean."""
     net.eval()
     total = 0.0
-    for i in range(0, x_enc.shape[0], batch_size):
-        xb = x_enc[i : i + batch_size].to(device)
-        yb = y[i : i + batch_size].to(device)
+    start, stop = world.span(x_enc.shape[0])
+    for i in range(start, stop, batch_size):
+        j = min(i + batch_size, stop)
+        xb = x_enc[i:j].to(device)
+        yb = y[i:j].to(device)
         pred = normaliser.decode_outputs(net(xb))
         total += float(loss_fn(pred, yb)) * xb.shape[0]
-    return total / x_enc.shape[0]
+    return world.sum(total)[0] / x_enc.shape[0]
 
 
 def _progress(enabled: bool, epochs: int, start: int, batches: int):
@@ -161,11 +167,14 @@ class _Run:
     metrics: list = dataclasses.field(default_factory=list)
 
 
-def _loop(run: _Run) -> dict:
+def _loop(run: _Run, world: World = World()) -> dict:
+    """Train ``run`` to ``opts.epochs`` on this process's share of each global batch (all of it in a
+    world of one); only rank 0 writes metrics, checkpoints and figures and shows progress."""
     opts, out = run.opts, run.out
-    device = resolve_device(opts.device)
+    device = world.device
     operator = run.operator.to(device)
-    net = ckpt.as_grid(operator).to(device)
+    grid = ckpt.as_grid(operator).to(device)
+    net = world.wrap(grid)  # DDP under torchrun: averages the gradients of the ranks
     normaliser = run.normaliser.to("cpu")
     optimizer = _optimizer(opts, operator.parameters())
     scheduler = _scheduler(opts, optimizer)
@@ -201,57 +210,76 @@ def _loop(run: _Run) -> dict:
             "seed": opts.seed,
         })
 
+    def batch_loss(loss: torch.Tensor, mine: int, batch: int) -> float:
+        """The global batch's mean loss from this rank's mean over ``mine`` of its ``batch`` samples
+        (a collective under DDP, so every rank takes the same divergence decision)."""
+        if not world.distributed:
+            return float(loss.detach())
+        return world.sum(float(loss.detach()) * mine if mine else 0.0)[0] / batch
+
+    def mean_loss(x_enc: torch.Tensor, y: torch.Tensor, fn) -> float:
+        return _mean_loss(grid, normaliser, x_enc, y, fn, opts.batch_size, device, world)
+
     t_start = time.perf_counter()
     train_loss = math.nan
     n_batches = math.ceil(n / opts.batch_size)
-    progress, task = _progress(opts.progress, opts.epochs, run.start_epoch, n_batches)
+    progress, task = _progress(opts.progress and world.is_main, opts.epochs, run.start_epoch, n_batches)
     with progress:
         for epoch in range(run.start_epoch + 1, opts.epochs + 1):
             t0 = time.perf_counter()
             net.train()
             perm = torch.randperm(n, generator=_epoch_generator(opts.seed, epoch))
             total = 0.0
-            for i in range(0, n, opts.batch_size):
-                idx = perm[i : i + opts.batch_size].to(x_train.device)
+            for step, (mine, batch) in enumerate(shard_batches(perm, opts.batch_size, world.rank, world.size), 1):
+                # a rank without a share (a last batch shorter than the world) joins DDP's gradient
+                # average with a zero-weighted sample of the batch
+                share = mine.shape[0]
+                idx = (mine if share else batch[:1]).to(x_train.device)
                 xb, yb = x_train[idx].to(device), y_train[idx].to(device)
                 optimizer.zero_grad(set_to_none=True)
                 pred = normaliser.decode_outputs(net(xb))
                 loss = loss_fn(pred, yb)
-                if not torch.isfinite(loss):
+                value = batch_loss(loss, share, batch.shape[0])
+                if not math.isfinite(value):
                     saved = _saved_epoch(out)
                     kept = f"the last good checkpoint (epoch {saved}) is kept in {out}" if saved else f"no checkpoint was written to {out}"
                     raise ModelError(
-                        f"training diverged: the {opts.loss} loss is {float(loss.detach())} at epoch {epoch}, batch {i // opts.batch_size + 1}; "
+                        f"training diverged: the {opts.loss} loss is {value} at epoch {epoch}, batch {step}; "
                         f"{kept}; lower the learning rate (lr={opts.lr:g}) or check the data"
                     )
+                if world.distributed:
+                    # DDP averages over the ranks: weight share/batch * size makes that the global mean
+                    loss = loss * (share * world.size / batch.shape[0])
                 loss.backward()
                 optimizer.step()
-                total += float(loss.detach()) * xb.shape[0]
+                total += value * batch.shape[0]
                 progress.update(task, advance=1, epoch=epoch)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             train_loss = total / n
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
             if x_val is not None:
-                row["val_loss"] = _mean_loss(net, normaliser, x_val, run.val.y, loss_fn, opts.batch_size, device)
+                row["val_loss"] = mean_loss(x_val, run.val.y, loss_fn)
             if x_test is not None:
-                row["test_loss"] = _mean_loss(net, normaliser, x_test, run.test.y, loss_fn, opts.batch_size, device)
+                row["test_loss"] = mean_loss(x_test, run.test.y, loss_fn)
                 if opts.loss != "rel_l2":
-                    row["test_rel_l2"] = _mean_loss(net, normaliser, x_test, run.test.y, rel_l2_loss, opts.batch_size, device)
+                    row["test_rel_l2"] = mean_loss(x_test, run.test.y, rel_l2_loss)
             row["lr"] = lr
             row["seconds"] = time.perf_counter() - t0
             run.best_loss = min(run.best_loss, row.get("val_loss", train_loss))
             run.metrics.append(row)
-            _write_metrics(out, run.metrics)
-            if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs:
-                checkpoint(epoch, train_loss)
+            if world.is_main:
+                _write_metrics(out, run.metrics)
+                if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs:
+                    checkpoint(epoch, train_loss)
             progress.update(task, losses="  ".join(
                 f"{k} {row[k]:.4g}" for k in ("train_loss", "val_loss", "test_loss") if k in row))
 
-    if opts.figures and run.metrics:
+    if opts.figures and run.metrics and world.is_main:
         from ..evaluation.plots import plot_loss
 
         plot_loss(out, out / "loss.png")
+    world.barrier()  # every rank returns once rank 0's files are complete
     final = run.metrics[-1] if run.metrics else {}
     return {
         "run_dir": str(out),
@@ -274,6 +302,11 @@ def _saved_epoch(out: Path) -> int:
         return int(json.loads((out / ckpt.MODEL_JSON).read_text()).get("epoch", 0))
     except (OSError, ValueError):
         return 0
+
+
+def _statistics(normaliser: DataNormaliser) -> list[torch.Tensor]:
+    """The fitted tensors of a normaliser (none for ``none``), for broadcasting in place."""
+    return [t for part in (normaliser.inputs, normaliser.outputs) for t in (part.mean, part.std) if t is not None]
 
 
 def _split(data: GridData, val_fraction: float) -> tuple[GridData, GridData | None]:
@@ -355,21 +388,25 @@ def train(
     out = Path(out)
     if (out / ckpt.MODEL_JSON).exists() or (out / ckpt.TRAIN_STATE).exists():
         raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
-    with _threads(opts.num_threads):
-        full = load_grid_data(data, opts.n_train)
-        train_part, val_part = _split(full, opts.val_fraction)
-        test = _load_test(test_data, full.signature)
-        model = model_or_name if isinstance(model_or_name, nn.Module) else opts.model
-        operator = build_model(model, opts.model_config, full.signature, opts.seed)
-        if isinstance(model_or_name, nn.Module):
-            opts = opts.replace(model=operator.name)
-        torch.manual_seed(opts.seed)
-        normaliser = DataNormaliser.fit(opts.normalise, train_part.x, train_part.y)
-        out.mkdir(parents=True, exist_ok=True)
-        dump_yaml(_config_yaml(opts, operator, data, test_data), out / ckpt.CONFIG)
+    with _threads(opts.num_threads), ddp_world(opts.device) as world:
+        with world.agree("preparing the run"):
+            full = load_grid_data(data, opts.n_train)
+            train_part, val_part = _split(full, opts.val_fraction)
+            test = _load_test(test_data, full.signature)
+            model = model_or_name if isinstance(model_or_name, nn.Module) else opts.model
+            operator = build_model(model, opts.model_config, full.signature, opts.seed)
+            if isinstance(model_or_name, nn.Module):
+                opts = opts.replace(model=operator.name)
+            torch.manual_seed(opts.seed)
+            normaliser = DataNormaliser.fit(opts.normalise, train_part.x, train_part.y)
+        # fitted alike on every rank from the same file; rank 0's statistics make that exact
+        world.broadcast_(_statistics(normaliser))
+        if world.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            dump_yaml(_config_yaml(opts, operator, data, test_data), out / ckpt.CONFIG)
         run = _Run(out=out, opts=opts, operator=operator, normaliser=normaliser,
                    train=train_part, val=val_part, test=test)
-        return _loop(run)
+        return _loop(run, world)
 
 
 def resume(run_dir: str | Path, *, data: str | Path | None = None, test_data: str | Path | None = None,
@@ -424,21 +461,25 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
         raise CheckpointError(
             f"{out}: the training state is at epoch {epoch} but the weights at epoch {info.epoch}; the run is damaged, start a new run"
         )
-    with _threads(opts.num_threads):
-        full = load_grid_data(data, opts.n_train)
-        info.signature.check_same_problem(full.signature, str(data))
-        if full.signature.shape != info.signature.shape:
-            raise ConfigError(f"{data} has grid {full.signature.shape}, the run was trained on {info.signature.shape}; resume with the same data")
-        train_part, val_part = _split(full, opts.val_fraction)
-        test = _load_test(test_data, full.signature)
-        operator.train()
-        ckpt.set_rng_state(state["rng"])
-        dump_yaml(_config_yaml(opts, operator, data, test_data), out / ckpt.CONFIG)
+    # under DDP every rank reads rank 0's checkpoint (the run directory is on a shared filesystem)
+    with _threads(opts.num_threads), ddp_world(opts.device) as world:
+        with world.agree("resuming the run"):
+            full = load_grid_data(data, opts.n_train)
+            info.signature.check_same_problem(full.signature, str(data))
+            if full.signature.shape != info.signature.shape:
+                raise ConfigError(f"{data} has grid {full.signature.shape}, the run was trained on {info.signature.shape}; resume with the same data")
+            train_part, val_part = _split(full, opts.val_fraction)
+            test = _load_test(test_data, full.signature)
+            metrics = _read_metrics(out, epoch)
+            operator.train()
+            ckpt.set_rng_state(state["rng"])
+        if world.is_main:  # after the agreement: no rank is still reading the run's files
+            dump_yaml(_config_yaml(opts, operator, data, test_data), out / ckpt.CONFIG)
         run = _Run(out=out, opts=opts, operator=operator, normaliser=info.normaliser,
                    train=train_part, val=val_part, test=test, start_epoch=epoch,
                    optimizer_state=state["optimizer"], scheduler_state=state["scheduler"],
-                   best_loss=float(state.get("best_loss", math.inf)), metrics=_read_metrics(out, epoch))
-        return _loop(run)
+                   best_loss=float(state.get("best_loss", math.inf)), metrics=metrics)
+        return _loop(run, world)
 
 
 @torch.no_grad()
