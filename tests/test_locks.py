@@ -59,3 +59,27 @@ def test_locks_on_different_outputs_do_not_interfere(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_second_training_on_the_same_run_directory_is_refused(tmp_path, capsys):
+    """While one process trains into runs/x, another `sciml train ... --out runs/x` (or
+    --resume) stops at once with one line; the first run's files are untouched."""
+    from sciml import datasets
+    from test_cli import assert_one_line_error, run_cli
+
+    data = tmp_path / "d.h5"
+    datasets.generate("darcy", n=6, resolution=12, seed=0, out=data, progress=False)
+    run = tmp_path / "run"
+    proc = hold(run)  # stands for a training process holding the run directory
+    try:
+        for args in (["train", "fno", "--data", data, "--out", run, "--epochs", "1"], ["train", "--resume", run]):
+            code, _, err = run_cli(args, capsys)
+            if args[1] == "--resume":
+                assert code == 1  # (no run there yet: refused either way, in one line)
+            assert_one_line_error(code, err)
+        assert not run.exists() or not any(run.iterdir())
+        code, _, err = run_cli(["train", "fno", "--data", data, "--out", run, "--epochs", "1"], capsys)
+        assert_one_line_error(code, err, "being written by another sciml process", f"pid {proc.pid}")
+    finally:
+        proc.kill()
+        proc.wait()

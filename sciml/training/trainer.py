@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import dump_yaml
 from ..errors import CheckpointError, ConfigError, ModelError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, output_lock
 from . import checkpoint as ckpt
 from .build import build_model
 from .data import DatasetSignature, GridData, load_grid_data
@@ -388,8 +388,10 @@ def train(
     out = Path(out)
     if (out / ckpt.MODEL_JSON).exists() or (out / ckpt.TRAIN_STATE).exists():
         raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
-    with _threads(opts.num_threads), ddp_world(opts.device) as world:
+    with _threads(opts.num_threads), ddp_world(opts.device) as world, contextlib.ExitStack() as lock:
         with world.agree("preparing the run"):
+            if world.is_main:  # inside the agreement: a refused lock stops every rank
+                lock.enter_context(output_lock(out, "--out"))
             full = load_grid_data(data, opts.n_train)
             train_part, val_part = _split(full, opts.val_fraction)
             test = _load_test(test_data, full.signature)
@@ -462,8 +464,10 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
             f"{out}: the training state is at epoch {epoch} but the weights at epoch {info.epoch}; the run is damaged, start a new run"
         )
     # under DDP every rank reads rank 0's checkpoint (the run directory is on a shared filesystem)
-    with _threads(opts.num_threads), ddp_world(opts.device) as world:
+    with _threads(opts.num_threads), ddp_world(opts.device) as world, contextlib.ExitStack() as lock:
         with world.agree("resuming the run"):
+            if world.is_main:  # inside the agreement: a refused lock stops every rank
+                lock.enter_context(output_lock(out, "--out"))
             full = load_grid_data(data, opts.n_train)
             info.signature.check_same_problem(full.signature, str(data))
             if full.signature.shape != info.signature.shape:
