@@ -196,13 +196,16 @@ def _loop(run: _Run, world: World = World()) -> dict:
     n = x_train.shape[0]
 
     def checkpoint(epoch: int, train_loss: float) -> None:
-        # weights first, then the training state; resume checks that both carry the same epoch
+        # weights, then the training state, each written atomically; the state carries its own
+        # copy of the weights, so a kill between the two writes leaves a consistent state to
+        # resume from (``--resume`` of a run without a state trains it again from its config)
         extra = {"train_loss": train_loss, "n_train": n}
         if opts.model != operator.name:
             extra["preset"] = opts.model
         ckpt.save_model(out, operator, normaliser=normaliser, signature=sig, epoch=epoch, extra=extra)
         ckpt.save_train_state(out, {
             "epoch": epoch,
+            "model": {k: v.detach().cpu() for k, v in operator.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": ckpt.rng_state(),
@@ -425,8 +428,37 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
+def _restart(out: Path, data, test_data, config: dict, options: dict) -> dict:
+    """``--resume`` of a run killed before its first complete checkpoint (no training state):
+    train it again from its saved ``config.yaml`` (same options and seed, hence the result of
+    an uninterrupted run)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((out / ckpt.CONFIG).read_text()) or {}
+    except yaml.YAMLError:
+        raise CheckpointError(f"{out / ckpt.CONFIG} is damaged; cannot resume this run, start a new one") from None
+    if not isinstance(saved, dict) or "model" not in saved:
+        raise CheckpointError(f"{out / ckpt.CONFIG} does not describe a run; cannot resume it, start a new one")
+    asked = {**config, **options}
+    changed = [k for k in asked if k not in RUNTIME_KEYS]
+    if changed:
+        raise ConfigError(f"cannot change {changed[0]!r} when resuming; start a new run with --out instead")
+    data = data if data is not None else saved.pop("data", None)
+    test_data = test_data if test_data is not None else saved.pop("test_data", None)
+    saved.pop("data", None)
+    saved.pop("test_data", None)
+    model = saved.pop("model")
+    for stale in [out / ckpt.MODEL_JSON, out / ckpt.WEIGHTS, out / ckpt.METRICS, *out.glob(".*.tmp")]:
+        if stale.exists():  # written by the killed run before its first complete checkpoint
+            stale.unlink()
+    return train(model, data=data, out=out, test_data=test_data, config=saved, **asked)
+
+
 def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
     out = Path(run_dir)
+    if out.is_dir() and (out / ckpt.CONFIG).exists() and not (out / ckpt.TRAIN_STATE).exists():
+        return _restart(out, data, test_data, config, options)
     operator, info = ckpt.load_operator(out)
     if info.model_name == "coral":
         raise ConfigError(f"{out} is a coral run; its two-stage training cannot be resumed yet, train a new run with --out")
@@ -459,7 +491,13 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
             "start a new run with --out instead"
         )
     epoch = int(state["epoch"])
-    if epoch != info.epoch:
+    if "model" in state:  # the weights that go with the optimiser state (see ``checkpoint``)
+        try:
+            operator.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{out / ckpt.TRAIN_STATE} does not fit the run's model ({str(exc).splitlines()[0]}); "
+                                  "the run is damaged, start a new run") from None
+    elif epoch != info.epoch:
         raise CheckpointError(
             f"{out}: the training state is at epoch {epoch} but the weights at epoch {info.epoch}; the run is damaged, start a new run"
         )
@@ -468,6 +506,8 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
         with world.agree("resuming the run"):
             if world.is_main:  # inside the agreement: a refused lock stops every rank
                 lock.enter_context(output_lock(out, "--out"))
+                for stale in out.glob(".*.tmp"):  # half-written files of a killed run
+                    stale.unlink()
             full = load_grid_data(data, opts.n_train)
             info.signature.check_same_problem(full.signature, str(data))
             if full.signature.shape != info.signature.shape:

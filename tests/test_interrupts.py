@@ -1,0 +1,114 @@
+"""Killing `sciml train` at random moments (issue 10): SIGKILL and SIGINT at seeded random
+times leave every file in the run directory valid, and `sciml train --resume` then ends with
+exactly the weights and metrics of an uninterrupted run (the same seed).
+
+Generation is covered by tests/test_resume_generation.py (SIGKILL and Ctrl-C, then --resume gives
+the identical file) and sweeps by tests/test_sweep.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from sciml import datasets
+
+EPOCHS = 6
+
+
+def cli(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "sciml", *map(str, args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def train_args(data, out):
+    return ["train", "fno", "--data", data, "--out", out, "--epochs", EPOCHS, "--seed", 3, "--no-progress",
+            "--batch-size", 8, "--set", "modes=[4,4]", "--set", "width=8", "--option", "figures=false"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("interrupts")
+    data = root / "d.h5"
+    datasets.generate("darcy", n=48, resolution=16, seed=0, out=data, progress=False)
+    ref = root / "ref"
+    proc = cli(*train_args(data, ref))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    rows = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
+    return data, ref, sum(r["seconds"] for r in rows)  # the training part of the run
+
+
+def assert_valid(run):
+    """Every file there is whole: weights load, JSON and YAML parse, metrics are full lines."""
+    for path in run.iterdir():
+        if path.name.startswith("."):
+            continue  # an unfinished temporary file or the lock, never read
+        if path.suffix == ".safetensors":
+            load_file(path)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".yaml":
+            assert isinstance(yaml.safe_load(path.read_text()), dict)
+        elif path.suffix == ".jsonl":
+            for line in path.read_text().splitlines():
+                json.loads(line)
+        elif path.suffix == ".pt":
+            torch.load(path, weights_only=True)
+
+
+def start_and_kill(data, run, sig, seed, duration):
+    """Start a training run and send ``sig`` once it has begun: with ``seed`` None as soon as its
+    config is written (before any checkpoint), else after a seeded random number of finished
+    epochs plus a random fraction of the next (so during an epoch or a checkpoint write)."""
+    proc = cli(*train_args(data, run))
+    rng = random.Random(seed)
+    epochs = 0 if seed is None else rng.randint(1, EPOCHS - 1)
+    t0 = time.perf_counter()
+    metrics = run / "metrics.jsonl"
+    while not (run / "config.yaml").exists() or (
+            epochs and (not metrics.exists() or len(metrics.read_text().splitlines()) < epochs)):
+        assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1]}"
+        assert time.perf_counter() - t0 < 120
+        time.sleep(0.002)
+    if seed is not None:
+        time.sleep(rng.uniform(0.0, 1.0) * duration / EPOCHS)
+    proc.send_signal(sig)
+    return proc
+
+
+@pytest.mark.parametrize("sig, seed", [(signal.SIGKILL, None), (signal.SIGKILL, 1), (signal.SIGKILL, 2),
+                                       (signal.SIGINT, 3)])
+def test_kill_train_at_a_random_moment_then_resume_matches_an_uninterrupted_run(reference, tmp_path, sig, seed):
+    data, ref, duration = reference
+    run = tmp_path / "run"
+    proc = start_and_kill(data, run, sig, seed, duration)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.fail(f"the run finished before the signal (duration {duration:.1f} s); the test timing is off")
+    if sig == signal.SIGINT:
+        assert proc.returncode != 0 and "Traceback" not in err, err
+    assert run.is_dir()
+    assert_valid(run)
+    proc = cli("train", "--resume", run, "--no-progress")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert_valid(run)
+    a, b = load_file(ref / "model.safetensors"), load_file(run / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    rows = lambda r: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
+                      for x in (r / "metrics.jsonl").read_text().splitlines()]
+    assert rows(run) == rows(ref) and len(rows(run)) == EPOCHS
