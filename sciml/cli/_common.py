@@ -36,7 +36,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
 
     t = Table(title=title)
     for h in headers:
-        t.add_column(str(h), justify="right" if h not in ("method", "dataset", "model", "name", "metric") else "left")
+        t.add_column(str(h), justify="right" if h not in ("method", "dataset", "model", "name", "metric", "run", "cell") else "left")
     for row in rows:
         t.add_row(*[fmt(v) for v in row])
     console = Console()
@@ -56,3 +56,30 @@ def fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     return str(v)
+
+
+# Options shared by the commands that run independent tasks on Dask (generate, evaluate, sweep).
+CLUSTER_HELP = (
+    "Where tasks run: local (default: a Dask LocalCluster when --workers > 1, this process otherwise), "
+    "slurm or pbs (Dask workers in batch jobs, via dask-jobqueue) or the address of a running "
+    "Dask scheduler, e.g. tcp://10.0.0.1:8786."
+)
+WORKERS_HELP = (
+    "Dask workers: local worker processes (1 runs in this process), or workers asked of SLURM/PBS "
+    "(ceil(N / processes) jobs)."
+)
+CLUSTER_CONFIG_HELP = (
+    "YAML file whose `cluster:` section (or whole mapping) gives kind, workers and job settings "
+    "(queue, account, cores, processes, memory, walltime, job_extra_directives, local_directory, ...); "
+    "unset ones come from dask-jobqueue's ~/.config/dask/jobqueue.yaml."
+)
+
+
+def cluster_section(path) -> dict | None:
+    """The ``cluster:`` section of the YAML file ``path`` (the whole mapping when it has none)."""
+    if path is None:
+        return None
+    from ..config import load_yaml
+
+    data = load_yaml(path)
+    return data["cluster"] if "cluster" in data else data

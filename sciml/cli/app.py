@@ -53,9 +53,9 @@ def _root(
 
 
 def _register() -> None:
-    from . import evaluate, generate, info, models, plot, run, solve, train
+    from . import evaluate, generate, info, models, plot, run, solve, sweep, train
 
-    for module in (generate, info, train, evaluate, solve, run, plot, models):
+    for module in (generate, info, train, evaluate, solve, run, sweep, plot, models):
         module.register(app)
     from . import import_; import_.register(app)
 

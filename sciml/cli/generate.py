@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import parse_assignments
+from ._common import CLUSTER_CONFIG_HELP, CLUSTER_HELP, WORKERS_HELP, cluster_section, parse_assignments
 
 
 def generate(
@@ -23,8 +23,10 @@ def generate(
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float64.")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file (and discard an unfinished OUT.partial).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted generation from OUT.partial (same settings).")] = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Solve on N local worker processes (Dask); 1 (default) runs in this process.")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Solve on the workers of a running Dask scheduler, e.g. tcp://10.0.0.1:8786.")] = None,
+    cluster: Annotated[Optional[str], typer.Option("--cluster", help=CLUSTER_HELP)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help=WORKERS_HELP)] = None,
+    cluster_config: Annotated[Optional[Path], typer.Option("--cluster-config", help=CLUSTER_CONFIG_HELP)] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Same as --cluster ADDRESS: solve on the workers of a running Dask scheduler, e.g. tcp://10.0.0.1:8786.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     list_: Annotated[bool, typer.Option("--list", help="List the generators and exit.")] = False,
 ) -> None:
@@ -53,7 +55,8 @@ def generate(
     try:
         path = datasets.generate(
             pde, n=n, resolution=resolution, seed=seed, out=out, subsample=subsample, progress=progress,
-            dtype=dtype, resume=resume, workers=workers, scheduler=scheduler, **params,
+            dtype=dtype, resume=resume, workers=workers, scheduler=scheduler, cluster=cluster,
+            cluster_settings=cluster_section(cluster_config), **params,
         )
     except KeyboardInterrupt as exc:  # the library's message says how many samples are safe
         sys.stderr.write(f"{exc or 'interrupted'}\n")

@@ -224,6 +224,8 @@ def generate(
     resume: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
+    cluster: str | None = None,
+    cluster_settings: dict | None = None,
     **params: Any,
 ) -> Path:
     """Generate ``n`` samples of PDE ``name`` into the dataset file ``out``.
@@ -233,7 +235,9 @@ def generate(
     fields of ``config_class(name)``. Returns the path of the finished file.
 
     Scale-out: ``workers = N > 1`` solves on a local Dask cluster of ``N`` single-threaded
-    processes, ``scheduler = "tcp://host:port"`` on an existing Dask scheduler's workers;
+    processes, ``cluster = "tcp://host:port"`` (or ``scheduler=``) on an existing Dask
+    scheduler's workers, ``cluster = "slurm"`` / ``"pbs"`` on ``workers`` Dask workers in batch
+    jobs with the job settings ``cluster_settings`` (see :func:`sciml.distributed.cluster_spec`);
     by default (``workers`` 1 or None) everything runs in this process. This process stays
     the only writer, and the file is identical whatever the worker count or the order in
     which samples finish.
@@ -244,11 +248,11 @@ def generate(
     ``DataError`` rather than overwritten, so no finished sample is ever thrown away
     silently. Ctrl-C raises :class:`GenerationInterrupted` after saving what is done.
     """
-    from ..distributed import cluster
+    from ..distributed import cluster as clusters
     from .format import DatasetWriter, partial_path
 
     _check_run(n, seed, dtype)
-    parallel = cluster.parallel(workers, scheduler)
+    where = clusters.cluster_spec(cluster, workers, scheduler=scheduler, settings=cluster_settings)
     if Path(out).is_dir():
         example = str(Path(out) / f"{name}.h5")
         raise ConfigError(f"out {str(out)!r} is a directory; give a file name such as {example!r}")
@@ -267,8 +271,8 @@ def generate(
     with contextlib.ExitStack() as stack:  # unwinds bar, tasks, cluster: after the writer is closed
         try:
             todo = np.flatnonzero(~writer.done()).tolist()
-            if todo and parallel:
-                client = stack.enter_context(cluster.dask_client(workers, scheduler))
+            if todo and not where.in_process:
+                client = stack.enter_context(clusters.dask_client(spec=where))
                 results = _on_dask(client, name, config, seed, todo)
                 stack.callback(results.close)  # cancels the tasks still in flight
             else:

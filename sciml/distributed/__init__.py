@@ -3,13 +3,17 @@
 >>> from sciml.distributed import dask_client
 >>> with dask_client(workers=2) as client:                 # LocalCluster, 2 processes
 ...     futures = client.map(pow, range(4), [2] * 4)
->>> with dask_client(scheduler="tcp://10.0.0.1:8786"):    # an existing scheduler
+>>> with dask_client(cluster="tcp://10.0.0.1:8786"):      # an existing scheduler
+...     ...
+>>> with dask_client(cluster="slurm", workers=16,          # 16 workers in SLURM jobs
+...                  settings={"queue": "cpu", "cores": 8, "memory": "16GB", "walltime": "02:00:00"}):
 ...     ...
 
-``workers=1`` (or None) and no scheduler mean in-process work for the callers that take
-these options (:func:`parallel` tells which).
+``cluster="local"`` with ``workers=1`` (or None) means in-process work for the callers that
+take these options (:func:`parallel`, :attr:`ClusterSpec.in_process` tell which).
+:func:`job_script` renders a SLURM/PBS job script without submitting it.
 """
 
-from .cluster import check_workers, dask_client, parallel
+from .cluster import ClusterSpec, check_workers, cluster_spec, dask_client, job_script, parallel
 
-__all__ = ["check_workers", "dask_client", "parallel"]
+__all__ = ["ClusterSpec", "check_workers", "cluster_spec", "dask_client", "job_script", "parallel"]

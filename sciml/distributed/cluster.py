@@ -1,14 +1,17 @@
 """Dask clients for embarrassingly parallel work (generation, batch evaluation, sweeps).
 
-:func:`dask_client` is the one place that decides where tasks run: a ``LocalCluster`` of
-worker processes on this machine, or an existing scheduler given by its address. Callers
-submit plain picklable functions and never see the cluster type.
+:func:`dask_client` is the one place that decides where tasks run (:func:`cluster_spec`
+reads ``--cluster``/``--workers`` and a ``cluster:`` YAML section): a ``LocalCluster`` of
+worker processes on this machine (the default), a SLURM or PBS cluster of batch jobs through
+``dask-jobqueue``, or an existing scheduler given by its address. Callers submit plain
+picklable functions and never see the cluster type; the scheduling is Dask's.
 
 Local workers are single-threaded processes (NumPy/SciPy/pyamg solves hold the GIL for
 much of their time, and one thread per process matches the one-thread BLAS the solvers
 ask for). Dask sets ``MALLOC_TRIM_THRESHOLD_=65536`` in every worker it spawns; with it,
 pyamg/scipy solves in 2 workers ran 2.3x slower than in plain processes (TARGETS.md,
-measured pitfalls), so local workers are started without it.
+measured pitfalls), so local workers are started without it, and batch jobs export the
+Dask settings that drop it (:data:`JOB_ENVIRONMENT`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import contextlib
 import logging
 import numbers
 import os
+import shutil
 import signal
 import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
+from ..config import _suggest, check_keys
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,57 +44,231 @@ WORKER_CONFIG = {
 }
 
 
-def check_workers(workers: int | None, scheduler: str | None) -> None:
-    """Validate a ``workers``/``scheduler`` pair (one clear ConfigError line each)."""
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1):
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+#: the cluster kinds ``--cluster`` names; anything with ``://`` is a scheduler address
+KINDS = ("local", "slurm", "pbs")
+
+#: the command that submits a job of each batch system (checked on PATH before submitting)
+SUBMIT = {"slurm": "sbatch", "pbs": "qsub"}
+
+#: keys of a ``cluster:`` section besides the job settings: where tasks run and how many workers
+PLACEMENT_KEYS = ("kind", "workers")
+
+#: job settings of a ``cluster:`` section, passed to ``dask_jobqueue.SLURMCluster``/``PBSCluster``
+#: under the same names (hyphens may stand for underscores, as in jobqueue.yaml); unset ones
+#: come from dask-jobqueue's own configuration (``~/.config/dask/jobqueue.yaml``)
+JOB_KEYS = (
+    "queue", "account", "cores", "processes", "memory", "walltime", "job_extra_directives",
+    "job_script_prologue", "job_directives_skip", "local_directory", "log_directory", "interface",
+    "python", "job_name", "death_timeout", "worker_extra_args", "resource_spec", "job_cpu", "job_mem",
+)
+#: job settings that only one batch system knows
+_ONLY = {"resource_spec": "pbs", "job_cpu": "slurm", "job_mem": "slurm"}
+
+#: exported at the top of every job script, read by the worker's nanny (the same settings as
+#: local workers: no MALLOC_TRIM_THRESHOLD_, no statistical profiler; see the module docstring)
+JOB_ENVIRONMENT = (
+    "export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=\"{'MALLOC_TRIM_THRESHOLD_': None}\"",
+    "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False",
+)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where tasks run, resolved from ``--cluster``/``--workers`` and a ``cluster:`` section.
+
+    kind: ``local``, ``slurm``, ``pbs`` or ``address`` (an existing scheduler at ``address``).
+    workers: local worker processes, or the Dask workers asked of the batch system
+        (``ceil(workers / processes)`` jobs); None: the CPU count locally, one job on a batch system.
+    job: the job settings given (``JOB_KEYS``), dask-jobqueue's configuration fills the rest.
+    """
+
+    kind: str = "local"
+    workers: int | None = None
+    address: str | None = None
+    job: dict = field(default_factory=dict)
+
+    @property
+    def in_process(self) -> bool:
+        """Local with one worker (or none given): callers then run their tasks in this process."""
+        return self.kind == "local" and (self.workers or 1) == 1
+
+    def describe(self) -> str:
+        if self.kind == "address":
+            return f"the Dask scheduler at {self.address}"
+        if self.kind == "local":
+            return "this process" if self.in_process else f"a local Dask cluster of {self.workers or os.cpu_count()} workers"
+        return f"{self.workers or 'one job of'} {self.kind.upper()} Dask workers"
+
+
+def cluster_spec(cluster: str | None = None, workers: int | None = None, *, scheduler: str | None = None,
+                 settings: dict | None = None) -> ClusterSpec:
+    """Resolve and validate where tasks run (one clear ConfigError line for any bad input).
+
+    ``cluster`` (``local`` | ``slurm`` | ``pbs`` | ``tcp://host:port``) and ``workers`` override
+    the ``kind`` and ``workers`` keys of ``settings``, a ``cluster:`` section whose other keys are
+    job settings (``JOB_KEYS``). ``scheduler`` is the older spelling of ``cluster=ADDRESS``.
+    Job settings are ignored by ``local`` and address clusters, and the section's ``workers`` by
+    an address, so one config runs anywhere.
+    """
+    section = _normalise_section(settings)
     if scheduler is not None:
-        if workers is not None and workers != 1:
-            raise ConfigError(
-                f"give either workers ({workers}) or a scheduler address ({scheduler}), not both: "
-                "an existing scheduler brings its own workers"
-            )
         if not isinstance(scheduler, str) or "://" not in scheduler:
             raise ConfigError(f"scheduler must be an address such as tcp://10.0.0.1:8786, got {scheduler!r}")
+        if cluster is not None and cluster != scheduler:
+            raise ConfigError(f"give either --cluster {cluster} or --scheduler {scheduler}, not both")
+        cluster = scheduler
+    placement = {key: section.pop(key) for key in PLACEMENT_KEYS if key in section}
+    kind = cluster if cluster is not None else placement.get("kind", "local")
+    if workers is None and "://" not in str(kind):  # the section's worker count is not for a running scheduler
+        workers = placement.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1):
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(f"cluster must be one of {', '.join(KINDS)} or a scheduler address, got {kind!r}")
+    if "://" in kind:
+        if workers is not None and workers != 1:
+            raise ConfigError(
+                f"give either workers ({workers}) or a scheduler address ({kind}), not both: "
+                "an existing scheduler brings its own workers"
+            )
+        return ClusterSpec("address", None, kind)
+    if kind not in KINDS:
+        raise ConfigError(
+            f"unknown cluster {kind!r}{_suggest(kind, list(KINDS))}; use local, slurm, pbs "
+            "or a scheduler address such as tcp://10.0.0.1:8786"
+        )
+    if kind in SUBMIT:
+        for key, only in _ONLY.items():
+            if key in section and only != kind:
+                raise ConfigError(f"{key!r} in the cluster section is a {only.upper()} setting; remove it for a {kind} cluster")
+    return ClusterSpec(kind, None if workers is None else int(workers), None, section if kind in SUBMIT else {})
 
 
-def parallel(workers: int | None, scheduler: str | None) -> bool:
-    """Whether ``workers``/``scheduler`` ask for Dask (``workers`` 1 or None runs in-process)."""
-    check_workers(workers, scheduler)
-    return scheduler is not None or (workers or 1) > 1
+def _normalise_section(settings: dict | None) -> dict:
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"the cluster section must be a mapping of settings (queue: ..., cores: ...), got {settings!r}")
+    section = {str(k).replace("-", "_"): v for k, v in settings.items()}
+    check_keys(section, [*PLACEMENT_KEYS, *JOB_KEYS], "the cluster section")
+    return section
+
+
+def check_workers(workers: int | None, scheduler: str | None) -> None:
+    """Validate a ``workers``/``scheduler`` pair (one clear ConfigError line each)."""
+    cluster_spec(workers=workers, scheduler=scheduler)
+
+
+def parallel(workers: int | None, scheduler: str | None = None, cluster: str | None = None,
+             settings: dict | None = None) -> bool:
+    """Whether these options ask for Dask (``local`` with ``workers`` 1 or None runs in-process)."""
+    return not cluster_spec(cluster, workers, scheduler=scheduler, settings=settings).in_process
 
 
 @contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
-    """A ``distributed.Client``: on ``scheduler`` if given, else on a new ``LocalCluster``.
+def dask_client(workers: int | None = None, scheduler: str | None = None, *, cluster: str | None = None,
+                settings: dict | None = None, spec: ClusterSpec | None = None) -> Iterator[Client]:
+    """A ``distributed.Client`` on the cluster these options name (see :func:`cluster_spec`).
 
-    Parameters
-    ----------
-    workers : worker processes of the local cluster (default: the CPU count), one thread each.
-    scheduler : address of a running scheduler (``tcp://host:8786``), reached within the Dask
-        setting ``distributed.comm.timeouts.connect`` (30 s). Its workers must have sciml
-        installed, and their environment is theirs: start them with ``MALLOC_TRIM_THRESHOLD_``
-        unset for solver work (see the module docstring).
+    * ``local`` (default): a new ``LocalCluster`` of ``workers`` single-threaded processes
+      (default: the CPU count).
+    * ``slurm`` / ``pbs``: a ``dask_jobqueue`` cluster whose scheduler runs in this process and
+      whose workers are batch jobs, scaled to ``workers`` Dask workers (``ceil(workers /
+      processes)`` jobs; one job when None). Needs ``sbatch`` / ``qsub`` on PATH.
+    * an address (``tcp://host:8786``, or ``scheduler=``): a running scheduler, reached within
+      the Dask setting ``distributed.comm.timeouts.connect`` (30 s). Its workers must have
+      sciml installed, and their environment is theirs: start them with
+      ``MALLOC_TRIM_THRESHOLD_`` unset for solver work (see the module docstring).
 
-    The local cluster (if any) and the client are closed on exit.
+    Workers must see the files tasks name (a shared file system on a cluster). Everything
+    started here is closed on exit.
     """
-    check_workers(workers, scheduler)
+    spec = spec or cluster_spec(cluster, workers, scheduler=scheduler, settings=settings)
     import dask
     from distributed import Client
 
-    if scheduler is not None:
+    if spec.kind == "address":
         try:
-            client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
+            client = Client(spec.address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
         except (OSError, TimeoutError) as exc:
             raise ConfigError(
-                f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}); "
+                f"cannot reach the Dask scheduler at {spec.address} ({type(exc).__name__}); "
                 "check the address or start one with `dask scheduler`"
             ) from None
         with client:
             yield client
         return
-    with _local_cluster(workers or os.cpu_count() or 1) as cluster, Client(cluster) as client:
+    if spec.kind in SUBMIT:
+        check_can_submit(spec)
+        with jobqueue_cluster(spec) as jobs, Client(jobs) as client:
+            if spec.workers is None:
+                jobs.scale(jobs=1)
+            else:
+                jobs.scale(n=spec.workers)
+            client.wait_for_workers(1)  # jobs wait in the queue; callers size their work on live workers
+            yield client
+        return
+    with _local_cluster(spec.workers or os.cpu_count() or 1) as local, Client(local) as client:
         yield client
+
+
+def check_can_submit(spec: ClusterSpec) -> None:
+    """For slurm/pbs: ConfigError unless this machine can submit jobs (``sbatch``/``qsub`` on PATH)."""
+    kind = spec.kind
+    command = SUBMIT.get(kind)
+    if command is not None and shutil.which(command) is None:
+        raise ConfigError(
+            f"--cluster {kind} submits batch jobs with `{command}`, which is not on PATH; run on the "
+            f"cluster's login node, or use --cluster local or a scheduler address (--dry-run shows the job script)"
+        )
+
+
+@contextlib.contextmanager
+def jobqueue_cluster(spec: ClusterSpec):
+    """The (unscaled) ``dask_jobqueue`` cluster of ``spec``: its scheduler runs in this process.
+
+    Job settings not in ``spec.job`` come from dask-jobqueue's configuration
+    (``jobqueue.slurm.*`` / ``jobqueue.pbs.*``, e.g. ``~/.config/dask/jobqueue.yaml``). sciml
+    defaults ``processes`` to ``cores`` when neither sets it: one single-threaded worker per
+    core, as the local cluster (sweep cells and solves use one thread each).
+    """
+    import dask
+    from dask_jobqueue import PBSCluster, SLURMCluster
+
+    cls = {"slurm": SLURMCluster, "pbs": PBSCluster}[spec.kind]
+    kwargs = dict(spec.job)
+    conf = lambda key: dask.config.get(f"jobqueue.{spec.kind}.{key}", None)  # noqa: E731
+    cores = kwargs.get("cores", conf("cores"))
+    if "processes" not in kwargs and conf("processes") is None and cores:
+        kwargs["processes"] = cores
+    prologue = kwargs.get("job_script_prologue", conf("job-script-prologue")) or []
+    if isinstance(prologue, str):
+        prologue = [prologue]
+    kwargs["job_script_prologue"] = [*JOB_ENVIRONMENT, *prologue]
+    kwargs.setdefault("silence_logs", "error")
+    try:
+        jobs = cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"cannot set up the {spec.kind} cluster: {str(exc).strip().splitlines()[0]}; set it in the cluster "
+            f"section (e.g. cores: 8, memory: 16GB) or in dask-jobqueue's ~/.config/dask/jobqueue.yaml"
+        ) from None
+    try:
+        yield jobs
+    finally:
+        jobs.close()
+
+
+def job_script(spec: ClusterSpec) -> str:
+    """The batch script one job of a ``slurm``/``pbs`` spec would run (nothing is submitted).
+
+    Its worker command names a scheduler started here just to render it; a real run starts
+    its own.
+    """
+    if spec.kind not in SUBMIT:
+        raise ConfigError(f"a {spec.kind} cluster submits no jobs; job scripts are for --cluster slurm or pbs")
+    with jobqueue_cluster(spec) as jobs:
+        return jobs.job_script()
 
 
 @contextlib.contextmanager

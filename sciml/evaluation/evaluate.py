@@ -8,6 +8,7 @@ and the speed-up ``solver time / model time``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -156,37 +157,148 @@ def evaluate(
     to ``out`` (default ``RUN/eval.json``), atomically.
     """
     run_dir = Path(run_dir)
-    paths = [data] if isinstance(data, (str, Path)) else list(data)
-    if not paths:
-        raise ModelError("no dataset to evaluate on; pass at least one --data file")
+    paths = _paths(data)
     model, info = load_run(run_dir)
     dev = resolve_device(device)
     model.to(dev)
     bs = int(batch_size or info.config.get("batch_size") or 20)
-    results = []
-    for p in paths:
-        try:
-            results.append(
-                evaluate_dataset(model, info, p, batch_size=bs, n_solver_samples=n_solver_samples, device=dev)
-            )
-        except ModelError as exc:
-            # e.g. a fixed-sensor model on another resolution: say so in that row, keep the others
-            if len(paths) == 1:
-                raise
-            results.append({"path": str(p), "error": str(exc)})
+    results = [_dataset_or_error(model, info, p, len(paths), bs, n_solver_samples, dev) for p in paths]
+    return _write_result(run_dir, info.model_name, info.epoch, str(dev), results, out)
+
+
+def _paths(data) -> list:
+    paths = [data] if isinstance(data, (str, Path)) else list(data)
+    if not paths:
+        raise ModelError("no dataset to evaluate on; pass at least one --data file")
+    return paths
+
+
+def _dataset_or_error(model, info: RunInfo, path, n_paths: int, batch_size: int, n_solver_samples: int,
+                      device: torch.device) -> dict[str, Any]:
+    try:
+        return evaluate_dataset(model, info, path, batch_size=batch_size, n_solver_samples=n_solver_samples, device=device)
+    except ModelError as exc:
+        # e.g. a fixed-sensor model on another resolution: say so in that row, keep the others
+        if n_paths == 1:
+            raise
+        return {"path": str(path), "error": str(exc)}
+
+
+def _write_result(run_dir: Path, model_name: str, epoch: int, device: str, results: list[dict], out) -> dict[str, Any]:
     if all("error" in r for r in results):
         raise ModelError(results[0]["error"])
     out = Path(out) if out is not None else run_dir / "eval.json"
     result = {
         "run": str(run_dir),
-        "model": info.model_name,
-        "epoch": info.epoch,
-        "device": str(dev),
+        "model": model_name,
+        "epoch": epoch,
+        "device": device,
         "datasets": results,
         "out": str(out),
     }
     atomic_write_text(out, json.dumps(_finite(result), indent=2) + "\n")
     return result
+
+
+def evaluate_many(
+    runs: Sequence[str | Path],
+    data: str | Path | Sequence[str | Path],
+    out: str | Path | None = None,
+    batch_size: int | None = None,
+    n_solver_samples: int = 10,
+    device: str = "auto",
+    *,
+    cluster: str | None = None,
+    workers: int | None = None,
+    cluster_settings: dict | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Evaluate every run in ``runs`` on every dataset in ``data``: one result per run, as :func:`evaluate`.
+
+    With ``cluster``/``workers`` asking for Dask (see :func:`sciml.distributed.cluster_spec`), each
+    (run, dataset) pair is an independent task; the results are gathered here and written as
+    :func:`evaluate` writes them (``RUN/eval.json``, or ``out`` for a single run). With several
+    runs, ``out`` (if given) receives the list of all results. The errors equal the serial ones;
+    times per sample are measured on workers that may share the machine with other tasks.
+    """
+    from ..distributed import cluster_spec, dask_client
+    from ..errors import CheckpointError
+
+    runs = [Path(r) for r in runs]
+    paths = _paths(data)
+    if not runs:
+        raise CheckpointError("no run to evaluate; name at least one run directory written by `sciml train`")
+    for run in runs:
+        if not (run / "model.json").is_file():
+            raise CheckpointError(f"{run} is not a run directory (no model.json); give a folder written by `sciml train`")
+    for p in paths:
+        if not Path(p).is_file():
+            raise ModelError(f"test dataset {str(p)!r} not found; check the path or make it with `sciml generate`")
+    where = cluster_spec(cluster, workers, settings=cluster_settings)
+    single_out = out if len(runs) == 1 else None
+    if where.in_process:
+        results = [evaluate(run, paths, out=single_out, batch_size=batch_size, n_solver_samples=n_solver_samples,
+                            device=device) for run in _bar(runs, progress)]
+    else:
+        with dask_client(spec=where) as client:
+            results = _evaluate_on_dask(client, runs, paths, single_out, batch_size, n_solver_samples, device, progress)
+    if out is not None and len(runs) > 1:
+        atomic_write_text(Path(out), json.dumps(_finite(results), indent=2) + "\n")
+    return results
+
+
+def _evaluate_on_dask(client, runs, paths, out, batch_size, n_solver_samples, device, progress) -> list[dict]:
+    from distributed import as_completed
+
+    stamp = time.time_ns()
+    futures = {}
+    for run in runs:
+        for j, p in enumerate(paths):
+            future = client.submit(_evaluate_task, str(run), str(p), len(paths), batch_size, n_solver_samples, device,
+                                   key=f"evaluate-{run.name}-{j}-{stamp}", pure=False)
+            futures[future] = (run, j)
+    entries: dict[Path, list] = {run: [None] * len(paths) for run in runs}
+    meta: dict[Path, tuple] = {}
+    try:
+        with _progress_bar(progress, len(futures), "evaluate") as advance:
+            for future in as_completed(futures):
+                run, j = futures[future]
+                entries[run][j], *meta[run] = future.result()
+                future.release()
+                advance()
+    finally:
+        client.cancel(list(futures))
+    return [_write_result(run, *meta[run], entries[run], out) for run in runs]
+
+
+def _evaluate_task(run_dir: str, path: str, n_paths: int, batch_size: int | None, n_solver_samples: int,
+                   device: str) -> tuple[dict, str, int, str]:
+    """Worker task: the entry of ``path`` in the evaluation of ``run_dir`` (see :func:`evaluate`),
+    the model name, its epoch and the device."""
+    model, info = load_run(run_dir)
+    dev = resolve_device(device)
+    model.to(dev)
+    bs = int(batch_size or info.config.get("batch_size") or 20)
+    return _dataset_or_error(model, info, path, n_paths, bs, n_solver_samples, dev), info.model_name, info.epoch, str(dev)
+
+
+def _bar(items, progress: bool):
+    with _progress_bar(progress, len(items), "evaluate") as advance:
+        for item in items:
+            yield item
+            advance()
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, what: str):
+    if not enabled or total <= 1:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda: bar.advance(task)
 
 
 def _finite(obj: Any) -> Any:
