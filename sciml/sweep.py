@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator
 
 from .config import check_keys, from_dict, load_yaml
 from .errors import ConfigError, DataError, SciMLError
-from .io import atomic_write_text
+from .io import atomic_write_text, output_lock
 
 RESULT = "result.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -344,35 +344,36 @@ def run_sweep(
     plan = load_sweep(config, out)
     where = cluster_spec(cluster, workers, settings=plan.config.cluster)
     check_can_submit(where)  # before the data are generated
-    todo = [c for c in plan.cells if not finished(c)]
     plan.root.mkdir(parents=True, exist_ok=True)
-    _generate(plan, progress)
-    failed: list[tuple[str, str]] = []
-    records = {c.name: r for c in plan.cells if (r := read_record(c)) is not None}
+    with output_lock(plan.root, "out"):  # one sweep at a time writes OUT
+        todo = [c for c in plan.cells if not finished(c)]
+        _generate(plan, progress)
+        failed: list[tuple[str, str]] = []
+        records = {c.name: r for c in plan.cells if (r := read_record(c)) is not None}
 
-    def done(record: dict) -> None:
-        if record["status"] != "ok":
-            failed.append((record["cell"], record["error"]))
-        records[record["cell"]] = record
-        gather(plan, records)
-        if on_cell:
-            on_cell(record)
+        def done(record: dict) -> None:
+            if record["status"] != "ok":
+                failed.append((record["cell"], record["error"]))
+            records[record["cell"]] = record
+            gather(plan, records)
+            if on_cell:
+                on_cell(record)
 
-    with _progress(progress and bool(todo), len(todo)) as advance:
-        if not todo:
-            pass
-        elif where.in_process:
-            for cell in todo:
-                done(run_cell(cell))
-                advance(cell.name)
-        else:
-            with dask_client(spec=where) as client:
-                for record in _on_dask(client, todo):
-                    done(record)
-                    advance(record["cell"])
-    tables = gather(plan, records, plot=True)
-    return {"out": str(plan.root), "cells": len(plan.cells), "ran": len(todo), "skipped": len(plan.cells) - len(todo),
-            "failed": failed, "where": where.describe(), "summary": summarise(list(records.values())), **tables}
+        with _progress(progress and bool(todo), len(todo)) as advance:
+            if not todo:
+                pass
+            elif where.in_process:
+                for cell in todo:
+                    done(run_cell(cell))
+                    advance(cell.name)
+            else:
+                with dask_client(spec=where) as client:
+                    for record in _on_dask(client, todo):
+                        done(record)
+                        advance(record["cell"])
+        tables = gather(plan, records, plot=True)
+        return {"out": str(plan.root), "cells": len(plan.cells), "ran": len(todo), "skipped": len(plan.cells) - len(todo),
+                "failed": failed, "where": where.describe(), "summary": summarise(list(records.values())), **tables}
 
 
 def _on_dask(client, todo: list[Cell]) -> Iterator[dict]:

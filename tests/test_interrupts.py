@@ -112,3 +112,50 @@ def test_kill_train_at_a_random_moment_then_resume_matches_an_uninterrupted_run(
     rows = lambda r: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
                       for x in (r / "metrics.jsonl").read_text().splitlines()]
     assert rows(run) == rows(ref) and len(rows(run)) == EPOCHS
+
+
+SWEEP = {
+    "name": "killed",
+    "models": {"fno": {"model_config": {"modes": [4, 4], "width": 8, "n_layers": 2, "projection": 16}}},
+    "seeds": [0, 1, 2],
+    "train": {"epochs": 3, "batch_size": 8},
+    "cluster": {"workers": 1},
+}
+
+
+def sweep_rows(out):
+    import csv
+
+    with open(out / "results.csv") as fh:
+        timing = ("train_seconds", "model_s_per_sample", "finished")  # wall clock, not results
+        return {row["cell"]: {k: v for k, v in row.items() if k not in timing} for row in csv.DictReader(fh)}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_kill_a_sweep_then_rerun_finishes_with_the_uninterrupted_results(reference, tmp_path, sig):
+    data, _, _ = reference
+    config = {**SWEEP, "datasets": {"darcy": {"train": str(data), "test": str(data)}}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ref = cli("sweep", path, "--out", tmp_path / "ref", "--no-progress")
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err
+    out = tmp_path / "out"
+    proc = cli("sweep", path, "--out", out, "--no-progress")
+    t0 = time.perf_counter()
+    while not list(out.glob("cells/*/result.json")):  # one cell done, the next one under way
+        assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1]}"
+        assert time.perf_counter() - t0 < 300
+        time.sleep(0.01)
+    time.sleep(random.Random(int(sig)).uniform(0.0, 1.0))
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    for result in out.glob("cells/*/result.json"):  # what was stored is whole
+        json.loads(result.read_text())
+    if (out / "results.csv").exists():
+        sweep_rows(out)
+    again = cli("sweep", path, "--out", out, "--no-progress")
+    text, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert sweep_rows(out) == sweep_rows(tmp_path / "ref") and len(sweep_rows(out)) == 3

@@ -83,3 +83,36 @@ def test_a_second_training_on_the_same_run_directory_is_refused(tmp_path, capsys
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_generate_and_sweep_refuse_an_output_another_process_writes(tmp_path, capsys):
+    from test_cli import assert_one_line_error, run_cli
+
+    target = tmp_path / "data.h5"
+    target.write_bytes(b"an existing file that must survive")
+    proc = hold(target)
+    try:
+        code, _, err = run_cli(["generate", "darcy", "--n", "2", "-s", "8", "--out", target, "--no-progress", "--overwrite"], capsys)
+        assert_one_line_error(code, err, "being written by another sciml process", f"pid {proc.pid}")
+        assert target.read_bytes() == b"an existing file that must survive"
+        assert not (tmp_path / "data.h5.partial").exists()
+        partial = tmp_path / "data.h5.partial"  # another writer's unfinished file is not discarded
+        partial.write_bytes(b"another process's samples")
+        code, _, err = run_cli(["generate", "darcy", "--n", "2", "-s", "8", "--out", target, "--overwrite"], capsys)
+        assert_one_line_error(code, err, "being written by another sciml process")
+        assert partial.read_bytes() == b"another process's samples"
+    finally:
+        proc.kill()
+        proc.wait()
+    sweep_out = tmp_path / "sweep"
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"models: [fno]\ndatasets: {{d: {{generate: {{pde: darcy, resolution: 8, n_train: 4, n_test: 2}}}}}}\n"
+                      f"out: {sweep_out}\ntrain: {{epochs: 1}}\n")
+    proc = hold(sweep_out)
+    try:
+        code, _, err = run_cli(["sweep", config, "--no-progress"], capsys)
+        assert_one_line_error(code, err, "being written by another sciml process")
+        assert not (sweep_out / "cells").exists()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -50,13 +50,11 @@ def generate(
         raise ConfigError(f"--dtype must be float32 or float64, got {dtype!r}")
     params = load_yaml(config) if config else {}
     params.update(parse_assignments(param, "--param"))
-    if overwrite and not resume:
-        partial.unlink(missing_ok=True)
     try:
         path = datasets.generate(
             pde, n=n, resolution=resolution, seed=seed, out=out, subsample=subsample, progress=progress,
             dtype=dtype, resume=resume, workers=workers, scheduler=scheduler, cluster=cluster,
-            cluster_settings=cluster_section(cluster_config), **params,
+            cluster_settings=cluster_section(cluster_config), overwrite=overwrite, **params,
         )
     except KeyboardInterrupt as exc:  # the library's message says how many samples are safe
         sys.stderr.write(f"{exc or 'interrupted'}\n")

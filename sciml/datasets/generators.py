@@ -226,6 +226,7 @@ def generate(
     scheduler: str | None = None,
     cluster: str | None = None,
     cluster_settings: dict | None = None,
+    overwrite: bool = False,
     **params: Any,
 ) -> Path:
     """Generate ``n`` samples of PDE ``name`` into the dataset file ``out``.
@@ -246,9 +247,12 @@ def generate(
     interrupted run continues from it (same ``n``, ``seed``, ``dtype`` and parameters, else
     :class:`~sciml.errors.DataError`); without, an existing ``.partial`` is a
     ``DataError`` rather than overwritten, so no finished sample is ever thrown away
-    silently. Ctrl-C raises :class:`GenerationInterrupted` after saving what is done.
+    silently (``overwrite=True`` discards it). Ctrl-C raises :class:`GenerationInterrupted`
+    after saving what is done. A lock next to ``out`` stops a second process writing the same
+    file (one ConfigError line naming the first).
     """
     from ..distributed import cluster as clusters
+    from ..io import output_lock
     from .format import DatasetWriter, partial_path
 
     _check_run(n, seed, dtype)
@@ -256,45 +260,48 @@ def generate(
     if Path(out).is_dir():
         example = str(Path(out) / f"{name}.h5")
         raise ConfigError(f"out {str(out)!r} is a directory; give a file name such as {example!r}")
-    gen = create(name, resolution=resolution, subsample=subsample, **params)
-    partial = partial_path(out)
-    if partial.exists() and not resume:
-        raise DataError(
-            f"{partial} holds an unfinished generation; pass --resume (resume=True) to continue it, "
-            "or delete it to start again"
-        )
-    config = to_dict(gen.config)
-    attrs = {"pde": name, "inputs": " ".join(gen.inputs), "outputs": " ".join(gen.outputs),
-             "params": config, "seed": int(seed), "grid": gen.grid}
-    writer = DatasetWriter(out, n, gen.stored_coords(), gen.variables(), attrs, dtype=dtype, resume=resume)
-    methods: set[str] = set()
-    with contextlib.ExitStack() as stack:  # unwinds bar, tasks, cluster: after the writer is closed
-        try:
-            todo = np.flatnonzero(~writer.done()).tolist()
-            if todo and not where.in_process:
-                client = stack.enter_context(clusters.dask_client(spec=where))
-                results = _on_dask(client, name, config, seed, todo)
-                stack.callback(results.close)  # cancels the tasks still in flight
-            else:
-                results = _in_process(gen, seed, todo)
-            bar = stack.enter_context(_progress(progress and len(todo) > 1, f"{name} {resolution}"))
-            task = bar.add_task(name, total=len(todo)) if bar else None
-            for i, arrays, residual, method in results:
-                writer.write(i, residual=residual, **arrays)
-                methods.add(method)
-                if bar:
-                    bar.advance(task)
-            writer.set_attr("solver", {**gen.solver_attrs(), "method": ",".join(sorted(methods)) or None,
-                                       "max_residual": float(np.max(writer.residuals()))})
-            return writer.finish()
-        except BaseException as exc:
-            writer.close()  # flushes: the .partial file keeps every finished sample for resume=True
-            done = int(writer.done().sum())
-            if not done:
-                partial.unlink(missing_ok=True)  # nothing to keep: a rerun need not be told to resume
-            if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, GenerationInterrupted):
-                raise GenerationInterrupted(done, n, partial) from None
-            raise
+    with output_lock(out, "--out"):  # a second process writing the same file stops at once
+        gen = create(name, resolution=resolution, subsample=subsample, **params)
+        partial = partial_path(out)
+        if overwrite and not resume:  # under the lock: never another writer's partial file
+            partial.unlink(missing_ok=True)
+        if partial.exists() and not resume:
+            raise DataError(
+                f"{partial} holds an unfinished generation; pass --resume (resume=True) to continue it, "
+                "or delete it to start again"
+            )
+        config = to_dict(gen.config)
+        attrs = {"pde": name, "inputs": " ".join(gen.inputs), "outputs": " ".join(gen.outputs),
+                 "params": config, "seed": int(seed), "grid": gen.grid}
+        writer = DatasetWriter(out, n, gen.stored_coords(), gen.variables(), attrs, dtype=dtype, resume=resume)
+        methods: set[str] = set()
+        with contextlib.ExitStack() as stack:  # unwinds bar, tasks, cluster: after the writer is closed
+            try:
+                todo = np.flatnonzero(~writer.done()).tolist()
+                if todo and not where.in_process:
+                    client = stack.enter_context(clusters.dask_client(spec=where))
+                    results = _on_dask(client, name, config, seed, todo)
+                    stack.callback(results.close)  # cancels the tasks still in flight
+                else:
+                    results = _in_process(gen, seed, todo)
+                bar = stack.enter_context(_progress(progress and len(todo) > 1, f"{name} {resolution}"))
+                task = bar.add_task(name, total=len(todo)) if bar else None
+                for i, arrays, residual, method in results:
+                    writer.write(i, residual=residual, **arrays)
+                    methods.add(method)
+                    if bar:
+                        bar.advance(task)
+                writer.set_attr("solver", {**gen.solver_attrs(), "method": ",".join(sorted(methods)) or None,
+                                           "max_residual": float(np.max(writer.residuals()))})
+                return writer.finish()
+            except BaseException as exc:
+                writer.close()  # flushes: the .partial file keeps every finished sample for resume=True
+                done = int(writer.done().sum())
+                if not done:
+                    partial.unlink(missing_ok=True)  # nothing to keep: a rerun need not be told to resume
+                if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, GenerationInterrupted):
+                    raise GenerationInterrupted(done, n, partial) from None
+                raise
 
 
 def _in_process(gen: Generator, seed: int, todo: list[int]):
