@@ -8,10 +8,21 @@ during training (the paper reports the minimum), and the wall time.
 
   full protocol   the paper's collocation grids and iteration budgets (1e5 to 3e6 Adam steps;
                   days on a CPU for the 2-D problems: run it on a GPU machine, `--device cuda`
-                  for the GP)
-  --quick         the paper's 1-D collocation grids, 2-D grids of 48 points per dimension, and
-                  short budgets (GP: 300 steps in 1-D, 200 in 2-D; PINN: 1000 / 300), one CPU
-                  thread: a few minutes on a 2-core CPU; the errors are far from converged
+                  for the GP). The GP updates U by its exact minimiser each step (1-D: dense solve;
+                  2-D: Kronecker-preconditioned CG, gp.KroneckerUSolve) and, in 2-D, uses
+                  reduction="sum" (the paper's means let 0.5 log det K swamp the likelihoods)
+  --quick         one CPU thread. 1-D: the paper's grids, GP 300 steps, PINN 1000. 2-D GP (U by
+                  Kronecker PCG, reduction="sum", at most 100 CG iterations per step, 500 at the
+                  first solve; F capped at the grid's Nyquist frequency n / (2 L)):
+                    poisson2d-sin100        256^2 (2.6 points per wavelength), F 20, 40 steps
+                    poisson2d-sin6cos20      64^2, F 5.1, 60 steps
+                    allencahn2d-multiscale   64^2, F 30, 100 steps
+                    advection2d             128^2, F 40, 40 steps
+                  2-D PINN: 48^2 points, 300 steps. Measured (1 thread, min rel. L2, StM / GM, wall):
+                  sin100 1.8e-3 / 1.3e-2 (15 s / 12 s), sin6cos20 8.9e-3 / 1.7e-2 (2 s), Allen-Cahn
+                  0.39 / 0.59 (2 s, still falling slowly), advection 5.1 / 12 (26 s): with the initial
+                  kernel the converged U solve alone gives 1.3e-3 on this grid, but Adam on the kernel
+                  then ruins it and CG runs at its cap. 1-D sin100 (StM, 300 steps): 2.1e-5, 18 s.
 
     python benchmarks/gp.py --quick [--out DIR] [--problems poisson1d-sin100,...] [--methods gp,gp-stm,pinn]
     python benchmarks/gp.py          # full protocol
@@ -39,6 +50,9 @@ from sciml.solvers.meshfree import PROBLEMS  # noqa: E402
 
 METHODS = {"gp": "GP-HM-GM", "gp-stm": "GP-HM-StM", "pinn": "PINN (DeepXDE)"}
 QUICK = {1: {"gp": 300, "pinn": 1000, "n_col": None}, 2: {"gp": 200, "pinn": 300, "n_col": 48}}
+# 2-D GP under --quick: (collocation points per dimension, Adam steps) per problem; see the docstring
+QUICK_GP_2D = {"poisson2d-sin100": (256, 40), "poisson2d-sin6cos20": (64, 60), "allencahn2d-multiscale": (64, 100),
+               "advection2d": (128, 40)}
 
 
 def run(problem, method: str, quick: bool, device: str) -> dict:
@@ -50,14 +64,23 @@ def run(problem, method: str, quick: bool, device: str) -> dict:
         from sciml.solvers.pinn import pinn_solve
 
         r = pinn_solve(problem, iterations=iterations, n_col=n_col)
+        cg = 0
     else:
         from sciml.solvers.gp import gp_solve
 
+        extra = {}
+        if problem.dim >= 2:
+            extra["reduction"] = "sum"
+            if quick:
+                n_col, iterations = QUICK_GP_2D.get(problem.name, (n_col, iterations))
+                nyquist = min(n_col / (2.0 * (hi - lo)) for lo, hi in zip(problem.lower, problem.upper))
+                extra["freq_scale"] = min(problem.freq_scale, nyquist)
         r = gp_solve(problem, kernel="gm" if method == "gp" else "stm", iterations=iterations, n_col=n_col,
-                     device=device)
+                     device=device, eval_every=max(1, min(100, (iterations or problem.iterations) // 10)), **extra)
+        cg = int(r.cg_iterations)
     return {"problem": problem.name, "method": method, "steps": int(r.iterations),
             "n_col": int(n_col or problem.n_col), "rel_l2": float(r.rel_l2), "min_rel_l2": float(r.min_rel_l2),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "cg_iterations": cg}
 
 
 def fmt(v: float) -> str:

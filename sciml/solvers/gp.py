@@ -26,13 +26,35 @@ Both likelihoods use fixed weights (unit noise variance for the equation, ``llk_
 for the boundary: 200, advection 500), no learned noise. The Jeffreys term is the MAP
 penalty in ``w`` space (``-log p(w) = sum log w``) while the optimisation variable is
 ``log w``; without the Jacobian it drives unused weights to zero (sparsity), as in the paper.
-Options beyond the paper (defaults reproduce the protocol above): ``reduction="sum"`` (full
+Options beyond the paper (defaults reproduce the protocol above in 1-D): ``reduction="sum"`` (full
 likelihood sums instead of means), ``whiten=True`` (optimise ``V`` with ``U = L V``, ``L`` the
 Kronecker Cholesky factor) and ``freq_scale`` (override F, e.g. for grids coarser than the
 paper's, whose Nyquist frequency is below F). Measured: none of them sped up poisson1d-sin100.
 Kernel matrices of the uniform grid are built from the ``2n - 1`` lags (Toeplitz gather).
 Nothing forms the ``n^dim x n^dim`` matrix: one Cholesky of each ``n x n`` ``K_d`` per step
 plus mode products, ``O(dim n^3 + dim n^(dim+1))``.
+
+The ``U`` update (``gp_solve(u_update=...)``). ``"newton"`` (the default in every dimension unless
+``whiten``): after each Adam step on the kernel hyperparameters, ``U`` is set to the minimiser of
+the loss over ``U`` (a quadratic for Poisson and advection; one Gauss-Newton step for Allen-Cahn).
+1-D: a dense ``n x n`` solve. ``dim >= 2`` (:class:`KroneckerUSolve`): whitened ``U = S V`` with
+``S = (x)_d K_d^{1/2}`` (prior ``||V||^2 / 2``), normal equations solved by preconditioned CG whose
+matvecs are per-axis mode products, ``O(dim^2 n^(dim+1))`` each; the operator enters through
+``F_d = K_d^(k) K_d^{-1/2}`` per axis. The preconditioner is exact for the equation term: with
+``K_d^{-1/2} K_d^(k) K_d^{-1/2} = Z_d Theta_d Z_d^H``, ``J S = S W Theta W^H`` (``W = (x) Z_d``,
+``Theta`` a Kronecker sum), so ``M = W Theta_hat^H G Theta_hat W^H`` with ``G = (x)_d Z_d^H K_d Z_d``
+inverts with ``3 dim`` mode products; ``Theta_hat`` lifts the near-zero ``Theta`` modes (harmonic /
+characteristic directions) to the size of the prior and boundary terms. CG is warm-started from
+the previous ``U``, ``cg_first`` iterations at the first solve and ``cg_maxiter`` afterwards.
+Measured (1 thread): 2-12 CG iterations per step while the kernel is broad; once Adam sharpens the
+spectral peaks (``K_d`` within a factor ~1 of the jitter on a third of its spectrum) ``G`` is far
+from the identity the prior needs and CG slows to the ``cg_maxiter`` cap (see benchmarks/gp.py).
+``"adam"``: the paper's optimiser, Adam on ``U`` with the kernel (2-D: rel. L2 stays ~1 at CPU
+budgets). ``reduction="auto"`` (the default) takes the paper's means in 1-D and sums in 2-D, a
+deliberate departure from the paper's loss there: with the means the ``0.5 log det K`` term
+(``~1e4``) outweighs both likelihoods and Adam drives the kernel away from the data (measured on
+poisson2d-sin6cos20 at 64^2, F = 5, StM: 5e-2 after the first solve, 3.2 after 50 steps; ``sum``:
+1.4e-3 after 60 steps).
 """
 
 from __future__ import annotations
@@ -115,6 +137,168 @@ class KroneckerGP:
         for d, k in enumerate(self.factors):
             out = mode_product(k, out, d)
         return out
+
+
+def _outer(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``v_1 (x) .. (x) v_D`` as a tensor of shape ``(n_1, .., n_D)``."""
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = out[..., None] * v
+    return out
+
+
+class KroneckerUSolve:
+    """The ``U``-subproblem of GP-HM for a fixed kernel on a tensor grid of any dimension::
+
+        min_U  0.5 vec(U)^T K^-1 vec(U) + 0.5 w_b ||P U - g||^2 + 0.5 w_e ||J U - t||^2
+
+    ``K = K_1 (x) .. (x) K_D`` the prior, ``P`` the boundary selection, ``J = sum_d c_d D_d (x)_d``
+    the PDE operator with ``D_d = K_d^(k) K_d^-1`` (``k = 2``, ``c_d = 1``: Laplacian; ``k = 1``,
+    ``c = (beta, 1)``: advection) plus, for Allen-Cahn, the Gauss-Newton diagonal ``a = 3 U0^2 - 1``
+    at the linearisation point ``U0`` (``t = f + 2 U0^3``; linear PDEs: ``t = f``). ``w_b, w_e`` are
+    the likelihood weights of :meth:`GPHM.loss` (``llk_weight / #boundary`` and ``1 / n^D`` for
+    ``reduction="mean"``).
+
+    Whitened coordinates ``U = S V`` with the symmetric square root ``S = (x)_d K_d^{1/2}`` turn the
+    prior into ``||V||^2 / 2``; the normal equations ``A V = S (w_b P g + w_e J^T t)``,
+    ``A = I + S (w_b P + w_e J^T J) S``, are solved by preconditioned CG. Every product is a sequence
+    of per-axis mode products: ``O(D^2 n^(D+1))`` per matvec, never an ``n^D x n^D`` matrix.
+
+    Preconditioner: per axis, ``B_d = K_d^{-1/2} K_d^(k) K_d^{-1/2} = Z_d Theta_d Z_d^H`` (symmetric
+    for ``k = 2``, skew for ``k = 1``: ``Z_d`` unitary, ``Theta_d`` imaginary), so that exactly
+    ``J S = S W Theta W^H`` with ``W = (x)_d Z_d`` and ``Theta = sum_d c_d Theta_d`` (+ ``mean(a)``;
+    a Kronecker sum, diagonal). The equation term is then ``w_e W Theta^* G Theta W^H`` with
+    ``G = (x)_d Z_d^H K_d Z_d``, whose inverse is a Kronecker product too. The preconditioner::
+
+        M = w_e W Theta_hat^* G Theta_hat W^H,   Theta_hat = Theta sqrt(1 + rho / |Theta|^2),
+        rho = (1 + w_b diag(W^H S P S W)) / (w_e diag(G))
+
+    is exact where ``|Theta|^2 >> rho`` and stands in for the prior and boundary terms where the
+    operator is (nearly) singular. ``M^-1`` costs ``3 D`` mode products. A diagonal
+    ``W (I + w_e |Theta|^2 diag(G)) W^H`` was tried first: fine for the initial kernel, but once
+    ``K_d`` is ill-conditioned ``G`` is far from diagonal (measured cond(M^-1 A) 8e5 against 6e2
+    on a trained 56^2 state; CG 729 against 24 iterations). Neither helps much where ``K_d`` has
+    reached the jitter on a large part of its spectrum (late training, sharp spectral peaks): there
+    CG needs ~1e3 iterations (the per-step cap then leaves ``U`` inexact).
+    Measured (dense check, 8^2-40^2 grids, initial kernels): ``cond(A)`` up to 4e7, ``cond(M^-1 A)``
+    <= 4, CG to 1e-10-1e-13 in 2-28 iterations.
+    """
+
+    def __init__(self, model: "GPHM", U_lin: Optional[torch.Tensor] = None):
+        problem = model.problem
+        n, dim = model.n_col, problem.dim
+        self.dim = dim
+        order = 1 if problem.pde == "advection" else 2
+        coef = [problem.beta] + [1.0] * (dim - 1) if problem.pde == "advection" else [1.0] * dim
+        sums = model.reduction == "sum"
+        self.w_b = model.llk_weight * (1.0 if sums else 1.0 / max(int(model.boundary.sum()), 1))
+        self.w_e = 1.0 if sums else 1.0 / n**dim
+        self.mask = model.boundary.to(torch.float64)
+        g = torch.zeros_like(self.mask)
+        g[model.boundary] = model.g
+        eye = model._eye
+        self.S, self.S_inv, self.F, self.Z, self.G_inv = [], [], [], [], []
+        thetas, k_diag, bk_diag = [], [], []
+        interior = torch.ones(n, dtype=torch.float64, device=eye.device)
+        interior[0] = interior[-1] = 0.0
+        for d in range(dim):
+            m, h = model.mixtures[d], model.h[d]
+            K = m.toeplitz(n, h) + model.jitter * eye
+            lam, Q = torch.linalg.eigh(K)
+            lam = lam.clamp_min(0.5 * model.jitter)      # K >= jitter I; guards rounding only
+            root = lam.sqrt()
+            self.S.append((Q * root) @ Q.T)
+            self.S_inv.append((Q / root) @ Q.T)
+            k_inv = (Q / lam) @ Q.T
+            # F_d = D_d S_d = K_d^(k) K_d^{-1/2}: bounded even where K_d is near singular, unlike D_d
+            F = m.toeplitz(n, h, order) @ self.S_inv[d]
+            self.F.append(coef[d] * F)
+            B = self.S_inv[d] @ F
+            if order == 2:
+                theta, Z = torch.linalg.eigh(0.5 * (B + B.T))
+            else:   # B skew: i B Hermitian, B = Z diag(-i w) Z^H
+                w, Z = torch.linalg.eigh(1j * (0.5 * (B - B.T)).to(torch.complex128))
+                theta = -1j * w
+            self.Z.append(Z)
+            thetas.append(coef[d] * theta)
+            G_inv = Z.conj().T @ k_inv.to(Z.dtype) @ Z                # (Z^H K Z)^-1
+            self.G_inv.append(0.5 * (G_inv + G_inv.conj().T))
+            SZ = self.S[d].to(Z.dtype) @ Z
+            power = (SZ.conj() * SZ).real
+            k_diag.append(power.sum(0))                                # diag(Z^H K Z)
+            bk_diag.append((power * interior[:, None]).sum(0))
+        self.complex = order == 1
+        if problem.pde == "allen_cahn":
+            U_lin = model.U.detach() if U_lin is None else U_lin
+            self.a = 3 * U_lin**2 - 1
+            target = model.f + 2 * U_lin**3
+        else:
+            self.a, target = None, model.f
+        theta = thetas[0]
+        for th in thetas[1:]:
+            theta = theta[..., None] + th
+        if self.a is not None:
+            theta = theta + self.a.mean()
+        kd = _outer(k_diag)
+        reg = (1.0 + self.w_b * (kd - _outer(bk_diag))) / (self.w_e * kd)
+        mag2 = theta.abs() ** 2
+        self.theta_hat = math.sqrt(self.w_e) * torch.where(
+            mag2 > 0, theta * torch.sqrt(1.0 + reg / mag2.clamp_min(1e-300)), torch.sqrt(reg).to(theta.dtype))
+        self.rhs = self._apply(self.S, self.w_b * self.mask * g) + self.w_e * self.JS_T(target)
+
+    def _apply(self, mats: Sequence[torch.Tensor], tensor: torch.Tensor) -> torch.Tensor:
+        for d, mat in enumerate(mats):
+            tensor = mode_product(mat, tensor, d)
+        return tensor
+
+    def JS(self, V: torch.Tensor) -> torch.Tensor:
+        """``J S V = sum_d (F_d (x)_d prod_{e != d} S_e (x)_e) V`` (+ ``a * S V``), ``F_d = c_d D_d S_d``."""
+        out = 0
+        for d in range(self.dim):
+            out = out + self._apply([self.F[e] if e == d else self.S[e] for e in range(self.dim)], V)
+        return out if self.a is None else out + self.a * self._apply(self.S, V)
+
+    def JS_T(self, R: torch.Tensor) -> torch.Tensor:
+        """The transpose of :meth:`JS`."""
+        out = 0
+        for d in range(self.dim):
+            out = out + self._apply([self.F[e].T if e == d else self.S[e] for e in range(self.dim)], R)
+        return out if self.a is None else out + self._apply(self.S, self.a * R)
+
+    def matvec(self, V: torch.Tensor) -> torch.Tensor:
+        """``A V = V + w_b S P S V + w_e (J S)^T (J S) V``."""
+        bound = self._apply(self.S, self.w_b * self.mask * self._apply(self.S, V))
+        return V + bound + self.w_e * self.JS_T(self.JS(V))
+
+    def precondition(self, r: torch.Tensor) -> torch.Tensor:
+        """``M^-1 r = W Theta_hat^-1 G^-1 Theta_hat^-H W^H r``."""
+        x = r.to(self.Z[0].dtype)
+        x = self._apply([z.conj().T for z in self.Z], x) / self.theta_hat.conj()
+        x = self._apply(self.G_inv, x) / self.theta_hat
+        x = self._apply(self.Z, x)
+        return x.real.contiguous() if self.complex else x
+
+    def solve(self, U0: Optional[torch.Tensor] = None, tol: float = 1e-8, maxiter: int = 200):
+        """Preconditioned CG from ``V0 = S^-1 U0`` (zero if None) until ``||r|| <= tol ||rhs||``.
+        Returns ``(U, iterations)``."""
+        b = self.rhs
+        V = torch.zeros_like(b) if U0 is None else self._apply(self.S_inv, U0)
+        r = b - self.matvec(V)
+        z = self.precondition(r)
+        p = z
+        rz = (r * z).sum()
+        stop = tol * torch.linalg.vector_norm(b)
+        its = 0
+        while its < maxiter and torch.linalg.vector_norm(r) > stop:
+            Ap = self.matvec(p)
+            alpha = rz / (p * Ap).sum()
+            V = V + alpha * p
+            r = r - alpha * Ap
+            z = self.precondition(r)
+            rz, rz_old = (r * z).sum(), rz
+            p = z + (rz / rz_old) * p
+            its += 1
+        return self._apply(self.S, V), its
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +395,7 @@ class GPResult:
     iterations: int
     kernel: str
     n_col: int
+    cg_iterations: int = 0
 
 
 _AXES = ("x", "y")
@@ -221,14 +406,18 @@ class GPHM(torch.nn.Module):
 
     def __init__(self, problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, components: int = 30,
                  jitter: float = 1e-6, llk_weight: Optional[float] = None, seed: int = 0, device="cpu",
-                 whiten: bool = False, reduction: str = "mean", freq_scale: Optional[float] = None):
+                 whiten: bool = False, reduction: str = "auto", freq_scale: Optional[float] = None):
+        """``freq_scale`` None: the problem's F, capped at the grid's Nyquist frequency when
+        ``n_col`` is below the paper's; ``reduction`` auto: means in 1-D, sums in 2-D."""
         super().__init__()
         freq_scale = problem.freq_scale if freq_scale is None and isinstance(problem, Problem) else freq_scale
         if not (isinstance(freq_scale, (int, float)) and freq_scale > 0 and math.isfinite(freq_scale)):
             raise ConfigError(f"freq_scale must be a positive finite number, got {freq_scale!r}; "
                               "leave it None for the problem's F")
-        if reduction not in ("mean", "sum"):
-            raise ConfigError(f"reduction must be 'mean' or 'sum', got {reduction!r}; use 'sum' for the full likelihood")
+        if reduction not in ("auto", "mean", "sum"):
+            raise ConfigError(f"reduction must be 'auto', 'mean' or 'sum', got {reduction!r}; use 'sum' for the full likelihood")
+        if reduction == "auto":  # the paper's means in 1-D; sums in 2-D, where means fail (module docstring)
+            reduction = "mean" if isinstance(problem, Problem) and problem.dim == 1 else "sum"
         self.reduction = reduction
         self.whiten = bool(whiten)
         if not isinstance(problem, Problem):
@@ -250,6 +439,10 @@ class GPHM(torch.nn.Module):
         if not (llk_weight > 0 and math.isfinite(llk_weight)):
             raise ConfigError(f"llk_weight must be a positive finite number, got {llk_weight!r}; "
                               "the paper uses 200 (advection 500)")
+        if freq_scale == problem.freq_scale and n_col < problem.n_col:
+            # a grid coarser than the paper's: start the frequencies no higher than its Nyquist n / (2 L)
+            freq_scale = min(freq_scale, min(n_col / (2.0 * (hi - lo)) for lo, hi in zip(problem.lower, problem.upper)))
+        self.freq_scale = float(freq_scale)
         self.problem, self.kernel, self.n_col = problem, kernel, n_col
         self.jitter, self.llk_weight = float(jitter), float(llk_weight)
         dev = torch.device(device)
@@ -306,20 +499,29 @@ class GPHM(torch.nn.Module):
         return prior + bound + eq + jeffreys
 
     @torch.no_grad()
-    def newton_u(self) -> None:
-        """Set ``U`` to the minimiser of the loss over ``U`` for the current kernel (1-D).
+    def newton_u(self, cg_tol: float = 1e-8, cg_maxiter: int = 200) -> int:
+        """Set ``U`` to the minimiser of the loss over ``U`` for the current kernel.
 
-        The loss is quadratic in ``U`` for a linear PDE: ``(K^-1 + lambda w_b P + w_e D^T D) U =
-        lambda w_b P g + w_e D^T f`` with ``D = K'' K^-1`` and ``P`` the boundary selection; one
-        solve gives the exact minimiser. For Allen-Cahn (``D U + U (U^2 - 1)``) this is one
-        Gauss-Newton step from the current ``U``. Same objective as the paper, another optimiser
-        for ``U`` (the paper: Adam on everything).
+        The loss is quadratic in ``U`` for a linear PDE: ``(K^-1 + lambda w_b P + w_e J^T J) U =
+        lambda w_b P g + w_e J^T f`` with ``J`` the PDE operator through kernel derivatives (1-D:
+        ``J = K'' K^-1``) and ``P`` the boundary selection; one solve gives the exact minimiser.
+        For Allen-Cahn (``J U + U (U^2 - 1)``) this is one Gauss-Newton step from the current ``U``.
+        Same objective as the paper, another optimiser for ``U`` (the paper: Adam on everything).
+        1-D: a dense solve. ``dim >= 2``: preconditioned CG in whitened coordinates with Kronecker
+        matvecs (:class:`KroneckerUSolve`), warm-started from the current ``U``, to relative
+        residual ``cg_tol`` or ``cg_maxiter`` iterations. Returns the CG iterations (0 in 1-D).
         """
+        if self.problem.dim >= 2:
+            system = KroneckerUSolve(self)
+            U, its = system.solve(self.U.detach(), tol=cg_tol, maxiter=cg_maxiter)
+            self.U.copy_(U)
+            return its
         n = self.n_col
         K = self.mixtures[0].toeplitz(n, self.h[0]) + self.jitter * self._eye
         chol = torch.linalg.cholesky(K)
         k_inv = torch.cholesky_inverse(chol)
-        D = self.mixtures[0].toeplitz(n, self.h[0], 2) @ k_inv
+        order = 1 if self.problem.pde == "advection" else 2
+        D = self.mixtures[0].toeplitz(n, self.h[0], order) @ k_inv
         red_b = 1.0 if self.reduction == "sum" else 1.0 / max(int(self.boundary.sum()), 1)
         red_e = 1.0 if self.reduction == "sum" else 1.0 / n
         b = self.boundary.to(torch.float64)
@@ -334,6 +536,7 @@ class GPHM(torch.nn.Module):
         A = k_inv + self.llk_weight * red_b * torch.diag(b) + red_e * (J.T @ J)
         rhs = self.llk_weight * red_b * b * g + red_e * (J.T @ target)
         self.U.copy_(torch.linalg.solve(0.5 * (A + A.T), rhs))
+        return 0
 
     @torch.no_grad()
     def predict(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -347,15 +550,18 @@ class GPHM(torch.nn.Module):
 
 def gp_solve(problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, iterations: Optional[int] = None,
              lr: float = 1e-2, components: int = 30, llk_weight: Optional[float] = None, eval_every: int = 100,
-             seed: int = 0, jitter: float = 1e-6, whiten: bool = False, reduction: str = "mean",
+             seed: int = 0, jitter: float = 1e-6, whiten: bool = False, reduction: str = "auto",
              freq_scale: Optional[float] = None, progress: Optional[Callable[[int, float, float], None]] = None,
-             device: str = "cpu", u_update: str = "auto") -> GPResult:
+             device: str = "cpu", u_update: str = "auto", cg_tol: float = 1e-8, cg_maxiter: int = 100,
+             cg_first: int = 500) -> GPResult:
     """Solve ``problem`` with GP-HM; Adam on the negative log joint (see the module docstring).
 
-    ``u_update``: ``adam`` (the paper: Adam on ``U`` with the kernel) or ``newton`` (1-D, not
-    whitened: after every Adam step on the kernel, ``U`` is set to its exact minimiser for a
-    linear PDE, one Gauss-Newton step for Allen-Cahn; see :meth:`GPHM.newton_u`); ``auto`` picks
-    ``newton`` where it applies. Measured on poisson1d-sin100 (Student-t, 1 thread): ``adam``
+    ``u_update``: ``adam`` (the paper: Adam on ``U`` with the kernel) or ``newton`` (any dimension,
+    not whitened: after every Adam step on the kernel, ``U`` is set to its exact minimiser for a
+    linear PDE, one Gauss-Newton step for Allen-Cahn; see :meth:`GPHM.newton_u`; in ``dim >= 2`` by
+    Kronecker-preconditioned CG to relative residual ``cg_tol``, at most ``cg_first`` iterations at
+    the first solve and ``cg_maxiter`` per step after it, warm-started); ``auto`` picks ``newton``
+    unless ``whiten``. ``GPResult.cg_iterations`` counts the CG iterations. Measured on poisson1d-sin100 (Student-t, 1 thread): ``adam``
     reached 3.3e-2 after 1000 steps and 6.4e-3 after 3500; ``newton`` see tests/test_gp.py.
 
     Evaluates the relative L2 error on ``problem.points(300)`` every ``eval_every`` steps and at
@@ -374,17 +580,21 @@ def gp_solve(problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, 
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"device must be an available torch device, got {device!r} ({exc}); use 'cpu'") from None
     model = GPHM(problem, kernel, n_col, components, jitter, llk_weight, seed, dev, whiten, reduction, freq_scale)
+    if not (isinstance(cg_tol, (int, float)) and 0 < cg_tol < 1):
+        raise ConfigError(f"cg_tol must be in (0, 1), got {cg_tol!r}; use e.g. 1e-8")
+    for label, value in (("cg_maxiter", cg_maxiter), ("cg_first", cg_first)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{label} must be an integer >= 1, got {value!r}; use e.g. 100")
     if u_update not in ("auto", "adam", "newton"):
         raise ConfigError(f"u_update must be auto, adam or newton, got {u_update!r}")
-    newton = u_update == "newton" or (u_update == "auto" and problem.dim == 1 and not whiten)
-    if newton and (problem.dim != 1 or whiten):
-        raise ConfigError("u_update='newton' works on 1-D problems without whitening; use 'adam'")
+    newton = u_update == "newton" or (u_update == "auto" and not whiten)
+    if newton and whiten:
+        raise ConfigError("u_update='newton' sets U itself and needs whiten=False; use u_update='adam' with whiten")
     test_axes = problem.grid(TEST_POINTS)
     exact = problem.exact(problem.points(TEST_POINTS)).to(torch.float64)
     params = [p for name, p in model.named_parameters() if not (newton and name == "U")]
     opt = torch.optim.Adam(params, lr=lr)
-    if newton:
-        model.newton_u()
+    cg_total = model.newton_u(cg_tol, cg_first) if newton else 0
     history, best = [], math.inf
     start = time.perf_counter()
 
@@ -405,10 +615,11 @@ def gp_solve(problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, 
         loss.backward()
         opt.step()
         if newton:
-            model.newton_u()
+            cg_total += model.newton_u(cg_tol, cg_maxiter)
         loss_value = float(loss.detach())
         if step % eval_every == 0 and step != iterations:
             evaluate(step, loss_value)
     pred = evaluate(iterations, loss_value)
     return GPResult(u_test=pred, rel_l2=history[-1][2], min_rel_l2=best, history=history,
-                    seconds=time.perf_counter() - start, iterations=iterations, kernel=kernel, n_col=model.n_col)
+                    seconds=time.perf_counter() - start, iterations=iterations, kernel=kernel, n_col=model.n_col,
+                    cg_iterations=cg_total)
