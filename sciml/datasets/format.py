@@ -291,6 +291,17 @@ def _first_nonfinite(var, block_bytes: int = 64 * 2**20) -> int | None:
 
 
 @contextlib.contextmanager
+def reading(path: str | Path):
+    """Turn the errors h5py raises while reading a damaged file (OSError, RuntimeError: a bad
+    chunk offset, a failed checksum, ...) into one :class:`DataError` line naming ``path``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _fail(Path(path), f"cannot read its data ({first}); the file is damaged, regenerate it") from None
+
+
+@contextlib.contextmanager
 def _quiet_half_open_files():
     """Silence the error of a half-built ``h5netcdf.File`` being collected.
 

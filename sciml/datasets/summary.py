@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .format import attrs_json, open_dataset
+from .format import attrs_json, open_dataset, reading
 
 _BLOCK_VALUES = 4_000_000  # values read at a time, so memory stays flat for large files
 
@@ -69,6 +69,11 @@ def summary(path: str | Path, strict: bool = False) -> dict[str, Any]:
     ConDiff's does; else None), ``sciml_version`` and ``created``.
     """
     ds = open_dataset(path, check_finite=strict)
+    with reading(path):
+        return _summary(ds, path)
+
+
+def _summary(ds, path) -> dict[str, Any]:
     try:
         names = str(ds.attrs["inputs"]).split() + str(ds.attrs["outputs"]).split()
         variables = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..datasets.format import open_dataset
+from ..datasets.format import open_dataset, reading
 from ..errors import DataError
 
 
@@ -159,6 +159,11 @@ def load_grid_data(path: str | Path, n: int | None = None, clip: bool = False) -
     """
     path = Path(path)
     ds = open_dataset(path)
+    with reading(path):  # a damaged chunk met while reading: one DataError line
+        return _load(ds, path, n, clip)
+
+
+def _load(ds, path: Path, n: int | None, clip: bool) -> GridData:
     try:
         total = int(ds.sizes["sample"])
         if n is not None and clip:
