@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator
 from .config import check_keys, from_dict, load_yaml
 from .errors import ConfigError, DataError, SciMLError
 from .io import atomic_write_text, output_lock
+from .workflow import DataSection
 
 RESULT = "result.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -74,17 +75,13 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
-class GenerateSection:
-    """Data a sweep generates itself: ``OUT/data/<dataset>/{train,test}.h5`` (test seed ``seed + 1``)."""
+class GenerateSection(DataSection):
+    """Data a sweep generates itself: ``OUT/data/<dataset>/{train,test}.h5`` (test seed ``seed + 1``);
+    the keys of ``sciml run``'s data section, smaller by default, and a seed."""
 
-    pde: str = "darcy"
-    resolution: int = 32
     n_train: int = 100
     n_test: int = 20
-    subsample: int = 1
-    dtype: str = "float32"
     seed: int = 0
-    params: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

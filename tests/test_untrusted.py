@@ -34,6 +34,13 @@ class Payload:
         return (open, (self.path, "w"))
 
 
+def copied(run, tmp_path):
+    """A copy of the trained run directory to poison."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
 def pickled(marker) -> bytes:
     return pickle.dumps({"weights": Payload(marker)})
 
@@ -97,9 +104,7 @@ def test_yaml_constructor_in_a_config(tmp_path, capsys):
 @pytest.mark.parametrize("target", ["model.safetensors", "model.json", "config.yaml"])
 def test_poisoned_run_directory_for_evaluate(trained, target, tmp_path, capsys):
     data, run = trained
-    marker = tmp_path / "pwned"
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
+    marker, copy = tmp_path / "pwned", copied(run, tmp_path)
     if target == "config.yaml":
         (copy / target).write_text(f"model: !!python/object/apply:builtins.open ['{marker}', 'w']\n")
     else:
@@ -111,9 +116,7 @@ def test_poisoned_run_directory_for_evaluate(trained, target, tmp_path, capsys):
 
 def test_torch_save_file_posing_as_safetensors(trained, tmp_path, capsys):
     data, run = trained
-    marker = tmp_path / "pwned"
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
+    marker, copy = tmp_path / "pwned", copied(run, tmp_path)
     torch.save({"weights": Payload(marker)}, copy / "model.safetensors")  # a zip holding a pickle
     code, _, err = run_cli(["evaluate", copy, "--data", data], capsys)
     assert_one_line_error(code, err)
@@ -122,9 +125,7 @@ def test_torch_save_file_posing_as_safetensors(trained, tmp_path, capsys):
 
 def test_pickle_in_the_training_state_on_resume(trained, tmp_path, capsys):
     data, run = trained
-    marker = tmp_path / "pwned"
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
+    marker, copy = tmp_path / "pwned", copied(run, tmp_path)
     states = [p for p in copy.iterdir() if p.suffix == ".pt"]
     assert states, "the run keeps a training state to resume from"
     for state in states:
