@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import ConfigError
+from .io import read_text
 
 T = TypeVar("T")
 
@@ -119,7 +120,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found; check the path")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -74,3 +74,15 @@ def output_lock(path: str | Path, what: str = "output") -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def read_text(path: str | Path) -> str:
+    """The text of ``path`` (UTF-8); a file that is not text is a one-line
+    :class:`~sciml.errors.DataError` naming it, not a UnicodeDecodeError traceback."""
+    from .errors import DataError
+
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); the file is damaged, restore or regenerate it") from None

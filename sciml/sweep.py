@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator
 
 from .config import check_keys, from_dict, load_yaml
 from .errors import ConfigError, DataError, SciMLError
-from .io import atomic_write_text, output_lock
+from .io import atomic_write_text, output_lock, read_text
 from .workflow import DataSection
 
 RESULT = "result.json"
@@ -287,7 +287,7 @@ def write_record(cell: Cell, record: dict) -> None:
 def read_record(cell: Cell) -> dict | None:
     """The cell's record, or None when it has none (or a damaged one)."""
     try:
-        record = json.loads((cell.dir / RESULT).read_text())
+        record = json.loads(read_text(cell.dir / RESULT))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.get("cell") == cell.name else None

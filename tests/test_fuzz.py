@@ -218,3 +218,59 @@ def test_nan_is_flagged_by_info_and_refused_by_strict_info_and_training(valid, t
     assert code == 1 and "NaN or Inf" in err and "sample 1" in err
     with pytest.raises(SciMLError, match="NaN or Inf"):
         training.load_grid_data(path)
+
+
+@pytest.fixture(scope="module")
+def run_and_mat(tmp_path_factory):
+    """A trained run (its checkpoint files) and a small FNO-style .mat file to import."""
+    import numpy as np
+    import scipy.io
+
+    root = tmp_path_factory.mktemp("fuzzrun")
+    data = root / "d.h5"
+    datasets.generate("darcy", n=6, resolution=12, seed=0, out=data, progress=False)
+    run = root / "run"
+    training.train("fno", data=data, out=run, epochs=1, batch_size=3, model_config={"modes": [3, 3], "width": 4},
+                   progress=False, figures=False)
+    rng = np.random.default_rng(0)
+    mat = root / "piececonst.mat"
+    scipy.io.savemat(mat, {"coeff": rng.random((3, 9, 9)), "sol": rng.random((3, 9, 9))})
+    return data, run, Valid(mat.read_bytes())
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(target="config.yaml", edits=[(0.0, b"\x80")], cut=None)  # found by this test: a UnicodeDecodeError traceback
+@given(target=st.sampled_from(["model.safetensors", "model.json", "train_state.pt", "config.yaml"]),
+       edits=mutations, cut=st.one_of(st.none(), st.floats(0, 1)))
+def test_mutated_checkpoints_are_loaded_or_refused_in_one_line(run_and_mat, tmp_path, capsys, target, edits, cut):
+    import shutil
+
+    data, run, _ = run_and_mat
+    copy = tmp_path / "run"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run, copy)
+    (copy / target).write_bytes(mutate((run / target).read_bytes(), edits, cut))
+    with no_hang(), unraisable() as ignored:
+        code, _, err = run_cli(["evaluate", copy, "--data", data], capsys)
+        one_line_or_ok(code, err)
+        if target in ("train_state.pt", "config.yaml"):
+            code, _, err = run_cli(["train", "--resume", copy, "--epochs", "2", "--no-progress"], capsys)
+            one_line_or_ok(code, err)
+        gc.collect()
+    assert not ignored, ignored
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=mutations, cut=st.one_of(st.none(), st.floats(0, 1)))
+@example(edits=[(0.0, b"\x01")], cut=0.75)  # found by this test: a truncated file's OSError traceback mid-import
+def test_mutated_files_to_import_are_converted_or_refused_in_one_line(run_and_mat, tmp_path, capsys, edits, cut):
+    _, _, mat = run_and_mat
+    source, out = tmp_path / "in.mat", tmp_path / "out.h5"
+    source.write_bytes(mutate(mat.data, edits, cut))
+    out.unlink(missing_ok=True)
+    with no_hang(), unraisable() as ignored:
+        code, _, err = run_cli(["import", "fno-mat", source, "--out", out, "--no-progress"], capsys)
+        one_line_or_ok(code, err)
+        assert (code == 0) == out.exists()  # nothing half-written is left behind on a refusal
+        gc.collect()
+    assert not ignored, ignored

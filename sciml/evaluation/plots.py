@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import CheckpointError
-from ..io import atomic_path
+from ..io import atomic_path, read_text
 
 
 def _figure(width: float, height: float):
@@ -91,7 +91,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         raise CheckpointError(f"{path} not found; it is written while `sciml train` runs, train the model first")
     rows = []
-    for k, line in enumerate(path.read_text().splitlines()):
+    for k, line in enumerate(read_text(path).splitlines()):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -106,7 +106,7 @@ def _loss_name(run_dir: str | Path) -> str:
     import yaml
 
     try:
-        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load(read_text(Path(run_dir) / "config.yaml")) or {}
         return {"rel_l2": "relative L2", "mse": "MSE"}.get(cfg.get("loss"), str(cfg.get("loss", "")))
     except (OSError, yaml.YAMLError, AttributeError):
         return "training loss"

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_text, read_text
 
 WEIGHTS = "solver.safetensors"
 META = "solver.json"
@@ -54,7 +54,7 @@ def read_meta(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
     if not meta_path.is_file():
         raise CheckpointError(f"{run_dir} has no {META}: it is not a learned-solver run (or its training never saved); retrain it")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(read_text(meta_path))
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "kind" not in meta:
             raise ValueError("missing 'kind' or 'config'")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -102,7 +102,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
 
 
 def step_progress(enabled: bool, total: int, label: str):

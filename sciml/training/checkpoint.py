@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, SciMLError, UnknownNameError
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_text, read_text
 from .data import DatasetSignature
 from .normalisers import DataNormaliser
 
@@ -140,7 +140,7 @@ def read_model_json(run_dir: str | Path) -> dict:
             f"{run_dir} is not a finished run (no {MODEL_JSON}); train into it or point to another run directory"
         )
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(read_text(path))
     except (ValueError, UnicodeDecodeError):
         raise CheckpointError(f"{path} is not valid JSON; the run is damaged, retrain it") from None
     missing = [k for k in ("model", "config", "signature") if k not in meta] if isinstance(meta, dict) else ["model"]
@@ -228,7 +228,7 @@ def load_operator(run_dir: str | Path) -> tuple[nn.Module, RunInfo]:
     cfg_path = run_dir / CONFIG
     if cfg_path.is_file():
         try:
-            config = yaml.safe_load(cfg_path.read_text()) or {}
+            config = yaml.safe_load(read_text(cfg_path)) or {}
         except yaml.YAMLError:
             raise CheckpointError(f"{cfg_path} is not valid YAML; the run is damaged, retrain it") from None
     info = RunInfo(

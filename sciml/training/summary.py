@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import CheckpointError
+from ..io import read_text
 
 
 def run_summary(run_dir: str | Path) -> str:
@@ -27,7 +28,7 @@ def run_summary(run_dir: str | Path) -> str:
     ]
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
-        rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+        rows = [json.loads(x) for x in read_text(metrics).splitlines() if x.strip()]
         if rows:
             last = rows[-1]
             losses = "  ".join(f"{k} {last[k]:.4g}" for k in ("train_loss", "val_loss", "test_loss") if last.get(k) is not None)
@@ -35,7 +36,7 @@ def run_summary(run_dir: str | Path) -> str:
     ev = run_dir / "eval.json"
     if ev.exists():
         try:
-            result = json.loads(ev.read_text())
+            result = json.loads(read_text(ev))
         except ValueError:
             raise CheckpointError(f"{ev} is not valid JSON; delete it and run `sciml evaluate` again") from None
         for r in result.get("datasets", []):

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import dump_yaml
 from ..errors import CheckpointError, ConfigError, ModelError
-from ..io import atomic_write_text, output_lock
+from ..io import atomic_write_text, output_lock, read_text
 from . import checkpoint as ckpt
 from .build import build_model
 from .data import DatasetSignature, GridData, load_grid_data
@@ -138,7 +138,7 @@ def _read_metrics(run_dir: Path, upto: int) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         if line.strip():
             row = json.loads(line)
             if int(row.get("epoch", 0)) <= upto:
@@ -302,7 +302,7 @@ def _loop(run: _Run, world: World = World()) -> dict:
 
 def _saved_epoch(out: Path) -> int:
     try:
-        return int(json.loads((out / ckpt.MODEL_JSON).read_text()).get("epoch", 0))
+        return int(json.loads(read_text(out / ckpt.MODEL_JSON)).get("epoch", 0))
     except (OSError, ValueError):
         return 0
 
@@ -435,7 +435,7 @@ def _restart(out: Path, data, test_data, config: dict, options: dict) -> dict:
     import yaml
 
     try:
-        saved = yaml.safe_load((out / ckpt.CONFIG).read_text()) or {}
+        saved = yaml.safe_load(read_text(out / ckpt.CONFIG)) or {}
     except yaml.YAMLError:
         raise CheckpointError(f"{out / ckpt.CONFIG} is damaged; cannot resume this run, start a new one") from None
     if not isinstance(saved, dict) or "model" not in saved:

@@ -128,7 +128,11 @@ def convert(
                  "params": params, "seed": -1, "grid": src.grid}
         writer = DatasetWriter(out, count, src.coords, src.variables, attrs, dtype=_storage_dtype(dtype, src))
         try:
-            residuals = _stream(src, writer, count, allow_nonfinite, path, progress)
+            try:
+                residuals = _stream(src, writer, count, allow_nonfinite, path, progress)
+            except (OSError, ValueError, RuntimeError) as exc:  # a damaged or truncated source, met mid-way
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DataError(f"{path}: cannot read its data ({first}); the file is damaged or truncated") from None
             solver = src.solver()
             if np.isfinite(residuals).any():
                 solver["max_residual"] = float(np.nanmax(residuals))
