@@ -26,6 +26,7 @@ def solve(
     problem: Annotated[Optional[str], typer.Option(help="Mesh-free test problem for --method gp,gp-stm,pinn (e.g. poisson1d-sin100; `--problem list` lists them).")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="Mesh-free methods: optimiser steps (default: the paper's).")] = None,
     n_col: Annotated[Optional[int], typer.Option(help="Mesh-free methods: collocation points per dimension (default: the paper's).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Mesh-free methods: Adam learning rate (default: the paper's, GP-HM 1e-2, PINN 1e-3).")] = None,
 ) -> None:
     """Print iterations, final relative residual, setup and solve time for each method.
 
@@ -37,7 +38,7 @@ def solve(
     from ._common import table
 
     if problem == "list":
-        return _solve_meshfree(problem, [], None, None, None)
+        return _solve_meshfree(problem, [], None, None, None, None)
     method = method or ("gp" if problem is not None else "pcg-amg,cg")
     methods = [m.strip() for m in method.split(",") if m.strip()]
     meshfree = [m for m in methods if m in MESHFREE]
@@ -45,7 +46,7 @@ def solve(
         if len(meshfree) != len(methods) or problem is None:
             raise ConfigError(f"the mesh-free methods ({', '.join(MESHFREE)}) solve a test problem: pass --problem NAME "
                               "and only those methods (see `sciml solve --problem list`)")
-        return _solve_meshfree(problem, methods, iterations, n_col, plot)
+        return _solve_meshfree(problem, methods, iterations, n_col, plot, lr)
     if iterations is not None or n_col is not None:
         raise ConfigError("--iterations and --n-col are options of the mesh-free methods (gp, gp-stm, pinn); use --maxiter")
     if data is not None:
@@ -72,7 +73,7 @@ def solve(
 MESHFREE = ("gp", "gp-stm", "pinn")
 
 
-def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot) -> None:
+def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot, lr) -> None:
     """GP-HM (Gaussian and Student-t spectral mixtures) and the DeepXDE PINN on a test problem."""
     from ..solvers.meshfree import PROBLEMS, get_problem
     from ._common import table
@@ -88,11 +89,12 @@ def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot) -> N
         if m == "pinn":
             from ..solvers.pinn import pinn_solve
 
-            r = pinn_solve(problem, iterations=iterations, n_col=n_col)
+            r = pinn_solve(problem, iterations=iterations, n_col=n_col, **({} if lr is None else {"lr": lr}))
         else:
             from ..solvers.gp import gp_solve
 
-            r = gp_solve(problem, kernel="gm" if m == "gp" else "stm", iterations=iterations, n_col=n_col)
+            r = gp_solve(problem, kernel="gm" if m == "gp" else "stm", iterations=iterations, n_col=n_col,
+                         **({} if lr is None else {"lr": lr}))
         rows.append([label, r.iterations, r.rel_l2, r.min_rel_l2, r.seconds])
         curves.append((label, r))
     table(["method", "steps", "rel. L2 (final)", "rel. L2 (min seen)", "seconds"], rows,

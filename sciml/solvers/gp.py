@@ -49,8 +49,45 @@ the previous ``U``, ``cg_first`` iterations at the first solve and ``cg_maxiter`
 Measured (1 thread): 2-12 CG iterations per step while the kernel is broad; once Adam sharpens the
 spectral peaks (``K_d`` within a factor ~1 of the jitter on a third of its spectrum) ``G`` is far
 from the identity the prior needs and CG slows to the ``cg_maxiter`` cap (see benchmarks/gp.py).
-``"adam"``: the paper's optimiser, Adam on ``U`` with the kernel (2-D: rel. L2 stays ~1 at CPU
-budgets). ``reduction="auto"`` (the default) takes the paper's means in 1-D and sums in 2-D, a
+For Allen-Cahn the Gauss-Newton step is damped (:meth:`GPHM.damped_newton_u`): ``U + a (U_GN - U)``
+with ``a`` the first of ``1, 1/2, ..`` that does not increase the loss (``gn_iters`` such steps per
+kernel step), so the ``U`` step never increases the loss in any dimension (CG from a warm start
+decreases the quadratic monotonically too).
+
+The kernel step (``gp_solve(kernel_step=...)``). ``"adam"`` (default in 1-D and for 2-D Poisson):
+Adam on the gradient at fixed ``U``. ``"whitened"``: the gradient at fixed whitened values
+``V = L^-1 U`` (``L`` the Kronecker Cholesky factor), ``U`` carried as ``L(theta) V`` into the ``U``
+solve; at an exact ``U`` both are the gradient of the profile ``min_U loss(U, theta)`` (envelope
+theorem). ``"monotone"`` (default for 2-D advection and Allen-Cahn): Adam proposes the ``whitened``
+step, ``U`` is re-solved for it, and the pair is kept only if the loss did not increase; otherwise
+the step is shortened (x 1/4, 3 tries) or dropped, kernel and ``U`` restored
+(:func:`_monotone_step`). With both steps non-increasing, the joint loss is monotone whatever CG's
+accuracy. Why (measured, advection2d at 96^2, F = 40, StM, 1 thread): the converged first solve
+gives rel. L2 8.2e-3 (1689 CG iterations, 4 s); plain Adam with ``U`` re-solved to convergence after
+every step lowers the loss every step and the error to 5.9e-3 in 8 steps, but with the per-step CG
+cap of 100 ``U`` is inexact, the fixed-``U`` gradient is not the profile gradient, and the loss rose
+from 1.72e4 to 4.0e4 in 3 steps (error 0.37 from the random start, 0.13 from ``U = 0``; 4-7 at
+128^2). The acceptance test has to be on the loss after the ``U`` re-solve: at fixed ``U`` (or
+``V``) the loss is so curved in the hyperparameters that Adam's step ``1e-5 sign(grad)`` already
+raises it by 2e2 (allencahn2d at 64^2, quadratically in the step), which held a fixed-``U`` test to
+~1e-3 of Adam's step and stalled the kernel. Measured with ``monotone`` (1 thread): advection2d
+96^2, 100 CG iterations per step, 40 steps: 7.5e-3 (no blow-up, loss monotone, 15 s); 400 CG
+iterations, 20 steps: 5.6e-3 (25 s); 128^2, 40 steps: 7.6e-4 (60 s; GM 6.3e-3).
+allencahn2d-multiscale 64^2 (lr 0.2): 0.21 @ 100, 1.4e-2 @ 200 steps (7 s); lr 1e-2: 0.35 @ 100
+(plain Adam 0.39, ``whitened`` 0.33); 128^2 (F 30, lr 0.2): 0.18 @ 100 steps and falling, 67 s,
+~190 CG iterations per step (plain Adam, undamped: diverged, ~31). Past ~250 steps the loss keeps falling (``0.5 log det K``
+unbounded below as the spectral peaks sharpen) while the error does not, and CG slows to its cap: a
+property of the joint MAP objective. Allen-Cahn at lr 0.2 (64^2, 200 steps): plain ``adam`` diverged
+(16), ``whitened`` 0.64, ``monotone`` 1.4e-2. Not the default for 2-D Poisson: a lower loss is not a
+lower error there, and the plain non-monotone Adam path gets further (poisson2d-sin6cos20 at 64^2,
+F = 5, 60 steps: ``adam`` 1.4e-3, ``whitened`` 2.9e-3, ``monotone`` 7.9e-3 at lr 1e-2, 2.8e-2 at lr
+0.2). In newton mode the first solve starts from ``U = 0`` (the random start's prior term is ~1e12
+where ``K_d`` is near the jitter: allencahn2d at 128^2 then stalled at 8 under the per-step CG cap)
+and may take up to ``cg_first`` (5000) CG iterations: the converged first solve is what advection2d
+rests on.
+
+``"adam"`` for ``u_update``: the paper's optimiser, Adam on ``U`` with the kernel (2-D: rel. L2
+stays ~1 at CPU budgets). ``reduction="auto"`` (the default) takes the paper's means in 1-D and sums in 2-D, a
 deliberate departure from the paper's loss there: with the means the ``0.5 log det K`` term
 (``~1e4``) outweighs both likelihoods and Adam drives the kernel away from the data (measured on
 poisson2d-sin6cos20 at 64^2, F = 5, StM: 5e-2 after the first solve, 3.2 after 50 steps; ``sum``:
@@ -129,6 +166,15 @@ class KroneckerGP:
         out = tensor
         for d, c in enumerate(self.chol):
             out = mode_product(c, out, d)
+        return out
+
+    def chol_solve(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``(L_1 (x) .. (x) L_D)^-1 vec(tensor)``: whitened coordinates of ``tensor``."""
+        out = tensor
+        for d, c in enumerate(self.chol):
+            moved = torch.movedim(out, d, 0)
+            flat = torch.linalg.solve_triangular(c, moved.reshape(self.shape[d], -1), upper=False)
+            out = torch.movedim(flat.reshape(moved.shape), 0, d)
         return out
 
     def matmul(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -486,10 +532,15 @@ class GPHM(torch.nn.Module):
         """The grid values ``U`` (``L V`` when whitened)."""
         return gp.chol_matmul(self.V) if self.whiten else self.U
 
-    def loss(self) -> torch.Tensor:
+    def loss(self, V: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The negative log joint; ``V`` given: at ``U = L V`` (``L`` the Kronecker Cholesky factor
+        of the current kernel), i.e. as a function of the kernel at fixed whitened values."""
         gp = self.kron()
-        U = self.values(gp)
-        quad = (self.V * self.V).sum() if self.whiten else (U * gp.solve(U)).sum()
+        if V is not None:
+            U, quad = gp.chol_matmul(V), (V * V).sum()
+        else:
+            U = self.values(gp)
+            quad = (self.V * self.V).sum() if self.whiten else (U * gp.solve(U)).sum()
         prior = 0.5 * quad + 0.5 * gp.logdet()
         red = torch.sum if self.reduction == "sum" else torch.mean
         bound = self.llk_weight * 0.5 * red((U[self.boundary] - self.g) ** 2)
@@ -516,6 +567,42 @@ class GPHM(torch.nn.Module):
             U, its = system.solve(self.U.detach(), tol=cg_tol, maxiter=cg_maxiter)
             self.U.copy_(U)
             return its
+        self.U.copy_(self._dense_u_solve())
+        return 0
+
+    @torch.no_grad()
+    def damped_newton_u(self, cg_tol: float = 1e-8, cg_maxiter: int = 200, gn_iters: int = 1,
+                        max_halvings: int = 10) -> int:
+        """:meth:`newton_u` with a line search on the loss (the full nonlinear objective in ``U`` at
+        the current kernel): Allen-Cahn only (for a linear PDE the step is the minimiser already and
+        this is :meth:`newton_u`). ``gn_iters`` Gauss-Newton steps ``U <- U + a (U_GN - U)``, ``a``
+        the first of ``1, 1/2, 1/4, ..`` that does not increase the loss (none: ``U`` is kept), so the
+        loss never increases. Returns the CG iterations."""
+        if self.problem.pde != "allen_cahn":
+            return self.newton_u(cg_tol, cg_maxiter)
+        its = 0
+        for _ in range(gn_iters):
+            U0 = self.U.detach().clone()
+            base = float(self.loss())
+            its += self.newton_u(cg_tol, cg_maxiter)
+            step = self.U.detach() - U0
+            alpha, accepted = 1.0, False
+            for _ in range(max_halvings + 1):
+                self.U.copy_(U0 + alpha * step)
+                value = float(self.loss())
+                if math.isfinite(value) and value <= base:
+                    accepted = True
+                    break
+                alpha *= 0.5
+            if not accepted:
+                self.U.copy_(U0)
+                break
+            if alpha == 1.0 and base - value <= 1e-12 * abs(base):
+                break
+        return its
+
+    @torch.no_grad()
+    def _dense_u_solve(self) -> torch.Tensor:
         n = self.n_col
         K = self.mixtures[0].toeplitz(n, self.h[0]) + self.jitter * self._eye
         chol = torch.linalg.cholesky(K)
@@ -535,8 +622,7 @@ class GPHM(torch.nn.Module):
             J, target = D, self.f
         A = k_inv + self.llk_weight * red_b * torch.diag(b) + red_e * (J.T @ J)
         rhs = self.llk_weight * red_b * b * g + red_e * (J.T @ target)
-        self.U.copy_(torch.linalg.solve(0.5 * (A + A.T), rhs))
-        return 0
+        return torch.linalg.solve(0.5 * (A + A.T), rhs)
 
     @torch.no_grad()
     def predict(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -553,16 +639,21 @@ def gp_solve(problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, 
              seed: int = 0, jitter: float = 1e-6, whiten: bool = False, reduction: str = "auto",
              freq_scale: Optional[float] = None, progress: Optional[Callable[[int, float, float], None]] = None,
              device: str = "cpu", u_update: str = "auto", cg_tol: float = 1e-8, cg_maxiter: int = 100,
-             cg_first: int = 500) -> GPResult:
+             cg_first: int = 5000, kernel_step: str = "auto", gn_iters: int = 1) -> GPResult:
     """Solve ``problem`` with GP-HM; Adam on the negative log joint (see the module docstring).
 
     ``u_update``: ``adam`` (the paper: Adam on ``U`` with the kernel) or ``newton`` (any dimension,
     not whitened: after every Adam step on the kernel, ``U`` is set to its exact minimiser for a
-    linear PDE, one Gauss-Newton step for Allen-Cahn; see :meth:`GPHM.newton_u`; in ``dim >= 2`` by
+    linear PDE, ``gn_iters`` damped Gauss-Newton steps for Allen-Cahn; see :meth:`GPHM.newton_u`,
+    :meth:`GPHM.damped_newton_u`; the first solve from ``U = 0``; in ``dim >= 2`` by
     Kronecker-preconditioned CG to relative residual ``cg_tol``, at most ``cg_first`` iterations at
     the first solve and ``cg_maxiter`` per step after it, warm-started); ``auto`` picks ``newton``
     unless ``whiten``. ``GPResult.cg_iterations`` counts the CG iterations. Measured on poisson1d-sin100 (Student-t, 1 thread): ``adam``
     reached 3.3e-2 after 1000 steps and 6.4e-3 after 3500; ``newton`` see tests/test_gp.py.
+    ``kernel_step`` (newton only for the last two): ``adam`` (plain Adam at fixed ``U``),
+    ``whitened`` (Adam at fixed whitened ``V = L^-1 U``) or ``monotone`` (the ``whitened`` step, kept
+    only if the loss after re-solving ``U`` does not increase; shortened or dropped otherwise);
+    ``auto``: ``monotone`` for 2-D advection and Allen-Cahn, ``adam`` otherwise (module docstring).
 
     Evaluates the relative L2 error on ``problem.points(300)`` every ``eval_every`` steps and at
     the end; ``progress(step, loss, rel_l2)`` is called at each evaluation.
@@ -592,9 +683,28 @@ def gp_solve(problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, 
         raise ConfigError("u_update='newton' sets U itself and needs whiten=False; use u_update='adam' with whiten")
     test_axes = problem.grid(TEST_POINTS)
     exact = problem.exact(problem.points(TEST_POINTS)).to(torch.float64)
+    if kernel_step not in ("auto", "adam", "whitened", "monotone"):
+        raise ConfigError(f"kernel_step must be auto, adam, whitened or monotone, got {kernel_step!r}")
+    if kernel_step in ("whitened", "monotone") and not newton:
+        raise ConfigError(f"kernel_step={kernel_step!r} needs u_update='newton' (it steps the kernel at fixed "
+                          "whitened U); use kernel_step='adam'")
+    if kernel_step == "auto":   # monotone where the plain step fails (module docstring), adam elsewhere
+        kernel_step = "monotone" if newton and problem.dim >= 2 and problem.pde != "poisson" else "adam"
+    monotone = kernel_step == "monotone"
+    fixed_v = kernel_step in ("whitened", "monotone")
+    if not isinstance(gn_iters, int) or isinstance(gn_iters, bool) or gn_iters < 1:
+        raise ConfigError(f"gn_iters must be an integer >= 1, got {gn_iters!r}; use e.g. 1")
     params = [p for name, p in model.named_parameters() if not (newton and name == "U")]
     opt = torch.optim.Adam(params, lr=lr)
-    cg_total = model.newton_u(cg_tol, cg_first) if newton else 0
+
+    def u_step(maxiter: int) -> int:
+        return model.damped_newton_u(cg_tol, maxiter, gn_iters)
+
+    if newton:   # the first solve from U = 0: the random start only costs CG iterations (its prior
+        with torch.no_grad():   # term is ~1e12 where K_d is near the jitter)
+            model.U.zero_()
+    cg_total = u_step(cg_first) if newton else 0
+    trust = 1.0            # fraction of Adam's step taken (monotone kernel steps)
     history, best = [], math.inf
     start = time.perf_counter()
 
@@ -611,11 +721,23 @@ def gp_solve(problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, 
     loss_value = math.nan
     for step in range(1, iterations + 1):
         opt.zero_grad(set_to_none=True)
-        loss = model.loss()
+        V = None
+        if fixed_v:
+            with torch.no_grad():
+                V = model.kron().chol_solve(model.U)
+        loss = model.loss(V)
         loss.backward()
-        opt.step()
-        if newton:
-            cg_total += model.newton_u(cg_tol, cg_maxiter)
+        if monotone:
+            trust, its = _monotone_step(model, opt, params, float(loss.detach()), trust, V,
+                                        lambda: u_step(cg_maxiter))
+            cg_total += its
+        else:
+            opt.step()
+            if fixed_v:
+                with torch.no_grad():
+                    model.U.copy_(model.kron().chol_matmul(V))
+            if newton:
+                cg_total += u_step(cg_maxiter)
         loss_value = float(loss.detach())
         if step % eval_every == 0 and step != iterations:
             evaluate(step, loss_value)
@@ -623,3 +745,40 @@ def gp_solve(problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, 
     return GPResult(u_test=pred, rel_l2=history[-1][2], min_rel_l2=best, history=history,
                     seconds=time.perf_counter() - start, iterations=iterations, kernel=kernel, n_col=model.n_col,
                     cg_iterations=cg_total)
+
+
+@torch.no_grad()
+def _monotone_step(model: GPHM, opt: torch.optim.Optimizer, params: list, base: float, trust: float,
+                   V: Optional[torch.Tensor], u_step: Callable[[], int], shrink: float = 0.25,
+                   tries: int = 3) -> tuple[float, int]:
+    """One safeguarded step of the kernel and ``U`` together. Adam proposes ``delta`` for the kernel
+    (gradient at fixed whitened values ``V``); for ``theta + trust * delta`` ``U`` is carried as
+    ``L(theta) V`` and re-solved (``u_step``: CG from that warm start, or damped Gauss-Newton); the
+    pair is accepted if the loss does not exceed ``base`` (the loss before the step), else the step
+    is shortened by ``shrink`` up to ``tries`` times, and dropped (kernel and ``U`` restored) if none
+    passes. The test is on the loss after the ``U`` re-solve, i.e. on ``min_U loss(U, theta)``
+    (bounded above by what the solve reaches): at fixed ``U`` (or ``V``) the loss is far too curved
+    in ``theta`` (measured: Adam's step 1e-5 * sign(grad) raises it by 2e2 on allencahn2d at 64^2)
+    for a useful step to pass. Returns ``(trust, CG iterations)``; ``trust`` doubles (at most 1)
+    after a full step accepted at once and becomes the accepted fraction after a shortened one."""
+    old = [p.detach().clone() for p in params]
+    U_old = model.U.detach().clone()
+    opt.step()
+    delta = [p.detach() - o for p, o in zip(params, old)]
+    scale, its = trust, 0
+    for attempt in range(tries):
+        for p, o, d in zip(params, old, delta):
+            p.copy_(o + scale * d)
+        try:
+            model.U.copy_(model.kron().chol_matmul(V))
+            its += u_step()
+            value = float(model.loss())
+        except (ConfigError, RuntimeError):   # a factor no longer positive definite
+            value = math.inf
+        if math.isfinite(value) and value <= base:
+            return (min(1.0, 2.0 * scale) if attempt == 0 else scale), its
+        scale *= shrink
+    for p, o in zip(params, old):
+        p.copy_(o)
+    model.U.copy_(U_old)
+    return max(scale, 1e-3), its
