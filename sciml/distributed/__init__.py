@@ -10,10 +10,10 @@
 ...     ...
 
 ``cluster="local"`` with ``workers=1`` (or None) means in-process work for the callers that
-take these options (:func:`parallel`, :attr:`ClusterSpec.in_process` tell which).
+take these options (:attr:`ClusterSpec.in_process` tells which).
 :func:`job_script` renders a SLURM/PBS job script without submitting it.
 """
 
-from .cluster import ClusterSpec, check_workers, cluster_spec, dask_client, job_script, parallel
+from .cluster import ClusterSpec, cluster_spec, dask_client, job_script
 
-__all__ = ["ClusterSpec", "check_workers", "cluster_spec", "dask_client", "job_script", "parallel"]
+__all__ = ["ClusterSpec", "cluster_spec", "dask_client", "job_script"]

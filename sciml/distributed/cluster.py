@@ -154,17 +154,6 @@ def _normalise_section(settings: dict | None) -> dict:
     return section
 
 
-def check_workers(workers: int | None, scheduler: str | None) -> None:
-    """Validate a ``workers``/``scheduler`` pair (one clear ConfigError line each)."""
-    cluster_spec(workers=workers, scheduler=scheduler)
-
-
-def parallel(workers: int | None, scheduler: str | None = None, cluster: str | None = None,
-             settings: dict | None = None) -> bool:
-    """Whether these options ask for Dask (``local`` with ``workers`` 1 or None runs in-process)."""
-    return not cluster_spec(cluster, workers, scheduler=scheduler, settings=settings).in_process
-
-
 @contextlib.contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None, *, cluster: str | None = None,
                 settings: dict | None = None, spec: ClusterSpec | None = None) -> Iterator[Client]:
