@@ -336,6 +336,7 @@ def run_sweep(
     "summary"`` (:func:`summarise`) ``, "csv", "markdown", "plot"}``.
     """
     from .distributed import cluster_spec, dask_client
+    from .distributed.cluster import task_progress
     from .distributed.cluster import check_can_submit
 
     plan = load_sweep(config, out)
@@ -356,7 +357,7 @@ def run_sweep(
             if on_cell:
                 on_cell(record)
 
-        with _progress(progress and bool(todo), len(todo)) as advance:
+        with task_progress(progress and bool(todo), len(todo), "cells") as advance:
             if not todo:
                 pass
             elif where.in_process:
@@ -400,19 +401,6 @@ def _generate(plan: Plan, progress: bool) -> None:
     for name, splits in plan.generate.items():
         for split, (path, request) in splits.items():
             _generate_cached(path, request, progress)
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        yield lambda name: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}")) as bar:
-        task = bar.add_task("", total=total)
-        yield lambda name: bar.update(task, advance=1, description=f"last: {name}")
 
 
 # ----------------------------------------------------------------------------- results

@@ -8,7 +8,6 @@ and the speed-up ``solver time / model time``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -158,12 +157,17 @@ def evaluate(
     """
     run_dir = Path(run_dir)
     paths = _paths(data)
+    model, info, dev, bs = _load(run_dir, device, batch_size)
+    results = [_dataset_or_error(model, info, p, len(paths), bs, n_solver_samples, dev) for p in paths]
+    return _write_result(run_dir, info.model_name, info.epoch, str(dev), results, out)
+
+
+def _load(run_dir, device: str, batch_size: int | None):
+    """The run's model on its device, its info, the device and the batch size to predict with."""
     model, info = load_run(run_dir)
     dev = resolve_device(device)
     model.to(dev)
-    bs = int(batch_size or info.config.get("batch_size") or 20)
-    results = [_dataset_or_error(model, info, p, len(paths), bs, n_solver_samples, dev) for p in paths]
-    return _write_result(run_dir, info.model_name, info.epoch, str(dev), results, out)
+    return model, info, dev, int(batch_size or info.config.get("batch_size") or 20)
 
 
 def _paths(data) -> list:
@@ -250,6 +254,8 @@ def evaluate_many(
 def _evaluate_on_dask(client, runs, paths, out, batch_size, n_solver_samples, device, progress) -> list[dict]:
     from distributed import as_completed
 
+    from ..distributed.cluster import task_progress
+
     stamp = time.time_ns()
     futures = {}
     for run in runs:
@@ -260,7 +266,7 @@ def _evaluate_on_dask(client, runs, paths, out, batch_size, n_solver_samples, de
     entries: dict[Path, list] = {run: [None] * len(paths) for run in runs}
     meta: dict[Path, tuple] = {}
     try:
-        with _progress_bar(progress, len(futures), "evaluate") as advance:
+        with task_progress(progress, len(futures), "evaluate") as advance:
             for future in as_completed(futures):
                 run, j = futures[future]
                 entries[run][j], *meta[run] = future.result()
@@ -275,30 +281,17 @@ def _evaluate_task(run_dir: str, path: str, n_paths: int, batch_size: int | None
                    device: str) -> tuple[dict, str, int, str]:
     """Worker task: the entry of ``path`` in the evaluation of ``run_dir`` (see :func:`evaluate`),
     the model name, its epoch and the device."""
-    model, info = load_run(run_dir)
-    dev = resolve_device(device)
-    model.to(dev)
-    bs = int(batch_size or info.config.get("batch_size") or 20)
+    model, info, dev, bs = _load(run_dir, device, batch_size)
     return _dataset_or_error(model, info, path, n_paths, bs, n_solver_samples, dev), info.model_name, info.epoch, str(dev)
 
 
 def _bar(items, progress: bool):
-    with _progress_bar(progress, len(items), "evaluate") as advance:
+    from ..distributed.cluster import task_progress
+
+    with task_progress(progress, len(items), "evaluate") as advance:
         for item in items:
             yield item
             advance()
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, what: str):
-    if not enabled or total <= 1:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda: bar.advance(task)
 
 
 def _finite(obj: Any) -> Any:
