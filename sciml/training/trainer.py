@@ -457,14 +457,11 @@ def _restart(out: Path, data, test_data, config: dict, options: dict) -> dict:
 
 def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
     out = Path(run_dir)
-    coral = (out / ckpt.MODEL_JSON).is_file() and ckpt.read_model_json(out).get("model") == "coral"
-    if coral:
+    if (out / ckpt.MODEL_JSON).is_file() and ckpt.read_model_json(out).get("model") == "coral":  # before a retrain
         raise ConfigError(f"{out} is a coral run; its two-stage training cannot be resumed yet, train a new run with --out")
     if out.is_dir() and (out / ckpt.CONFIG).exists() and not (out / ckpt.TRAIN_STATE).exists():
         return _restart(out, data, test_data, config, options)
     operator, info = ckpt.load_operator(out)
-    if info.model_name == "coral":
-        raise ConfigError(f"{out} is a coral run; its two-stage training cannot be resumed yet, train a new run with --out")
     state = ckpt.load_train_state(out)
     saved = dict(info.config)
     if not saved:
