@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from sciml.io import atomic_write_text
-from sciml.solvers.cgs import evaluate_cgs, train_cgs
+from sciml.learned.cgs import evaluate_cgs, train_cgs
 
 FULL = {"porenet": dict(updates=1000, batch_graphs=32, heads=16, gn_layers=0),
         "mdp": dict(updates=5000, batch_graphs=64, heads=64, gn_layers=3)}

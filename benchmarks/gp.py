@@ -1,6 +1,6 @@
 """GP-HM (Gaussian and Student-t spectral mixtures) and the DeepXDE PINN on the GP-HM test problems.
 
-The test problems of Fang et al., ICLR 2024 (``sciml.solvers.meshfree.PROBLEMS``): 1-D Poisson
+The test problems of Fang et al., ICLR 2024 (``sciml.meshfree.problems.PROBLEMS``): 1-D Poisson
 with high-frequency and multi-scale solutions, 1-D Allen-Cahn, 2-D Poisson, 2-D Allen-Cahn and 2-D
 advection, all with manufactured solutions. Reported per problem and method: the relative L2
 error on 300 uniform test points per dimension (PINN in 2-D: 100), final and the minimum seen
@@ -51,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from solvers import machine_notes  # noqa: E402  (benchmarks/solvers.py)
 
-from sciml.solvers.meshfree import PROBLEMS  # noqa: E402
+from sciml.meshfree.problems import PROBLEMS  # noqa: E402
 
 METHODS = {"gp": "GP-HM-GM", "gp-stm": "GP-HM-StM", "pinn": "PINN (DeepXDE)"}
 QUICK = {1: {"gp": 300, "pinn": 1000, "n_col": None}, 2: {"gp": 200, "pinn": 300, "n_col": 48}}
@@ -68,12 +68,12 @@ def run(problem, method: str, quick: bool, device: str) -> dict:
     n_col = budget["n_col"]
     t0 = time.perf_counter()
     if method == "pinn":
-        from sciml.solvers.pinn import pinn_solve
+        from sciml.meshfree.pinn import pinn_solve
 
         r = pinn_solve(problem, iterations=iterations, n_col=n_col)
         cg = 0
     else:
-        from sciml.solvers.gp import gp_solve
+        from sciml.meshfree.gp import gp_solve
 
         extra = {}
         if problem.dim >= 2:

@@ -2,7 +2,7 @@
 
 Methods: CG, PCG-Jacobi, PCG-IC(0) (the incomplete factorisation row: for SPD matrices the
 symmetric IC(0), see ``sciml.solvers.incomplete``), PCG-AMG (classical Ruge-Stuben, pyamg) and
-the three methods with a trained operator (``sciml.solvers.neural_precond``):
+the three methods with a trained operator (``sciml.learned.neural_precond``):
 
   fcg     flexible CG(10) with z = net(r)
   fgmres  flexible GMRES(30) with z = net(r)
@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from solvers import machine_notes  # noqa: E402  (benchmarks/solvers.py)
 
 from sciml import datasets, solvers  # noqa: E402
-from sciml.solvers.neural_precond import train_preconditioner  # noqa: E402
+from sciml.learned.neural_precond import train_preconditioner  # noqa: E402
 
 TOL = 1e-8
 CLASSICAL = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg"]

@@ -2,7 +2,7 @@
 
 Methods: CG, PCG-Jacobi, PCG-IC(0) (the incomplete-Cholesky/ILU row of the issue), PCG-AMG
 (classical Ruge-Stuben, ``sciml.solvers.solve``) and DCDM (Kaneda et al. 2023,
-``sciml.solvers.dcdm``). Families (full protocol):
+``sciml.learned.dcdm``). Families (full protocol):
 
   poisson2d    2-D Poisson (``poisson``) at 64^2, 128^2, 256^2; DCDM trained at 32^2, 1500 steps
   obstacles3d  3-D Poisson with random box/ball obstacles (``poisson3d``) at 32^3, 64^3;
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from sciml import datasets, solvers
-from sciml.solvers.dcdm import train_dcdm
+from sciml.learned.dcdm import train_dcdm
 from sciml.solvers.linear import is_symmetric
 
 TOL = 1e-6
@@ -169,7 +169,7 @@ def timed_solve(A, b, method: str, maxiter: int | None, repeats: int, budget_s: 
 
 def warm_up(spec: dict, n: int, runs: dict[str, str]) -> None:
     """One throw-away solve per method on a small system: imports, the network's load (cached
-    by ``sciml.solvers.dcdm``) and torch's first-call costs stay out of the table."""
+    by ``sciml.learned.dcdm``) and torch's first-call costs stay out of the table."""
     A, b, _ = datasets.system(spec["pde"], resolution=n, seed=1, index=0, **spec["params"])
     for m in METHODS:
         solvers.solve(A, b, method=runs.get(m, m), tol=TOL, maxiter=2)
@@ -277,7 +277,7 @@ def write_outputs(rows: list[dict], runs: dict, out: Path, protocol: str, notes:
               "`total_s`, the solve waited for a busy core). One right-hand side per system "
               "(sample 0 of seed 1). The machine is shared with other work: timings are noisy, ratios below "
               "~1.5x are within the noise.",
-              f"- DCDM's network ran on {solve_device()} in the solves: `sciml.solvers.dcdm.solve_with_run` puts it "
+              f"- DCDM's network ran on {solve_device()} in the solves: `sciml.learned.dcdm.solve_with_run` puts it "
               "on the GPU whenever torch sees one, whatever `--device` says (`--device` only picks where it trains). "
               "The iteration's vectors stay in float64 on the CPU, so a GPU solve copies the residual to the device "
               "and the direction back once per iteration. Each DCDM iteration costs one network evaluation, one "

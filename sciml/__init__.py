@@ -11,7 +11,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("datasets", "operators", "solvers", "training", "evaluation", "distributed", "errors", "config", "testing", "workflow")
+_SUBMODULES = ("datasets", "operators", "solvers", "training", "learned", "meshfree", "evaluation", "distributed", "runs", "runtime", "plots", "errors", "config", "testing", "workflow")
 
 __all__ = ["__version__", *_SUBMODULES]
 

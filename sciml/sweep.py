@@ -468,11 +468,11 @@ def _markdown(plan: Plan, records: list[dict], summary: list[dict]) -> str:
 
 def _plot(plan: Plan, summary: list[dict], records: list[dict], path: Path) -> None:
     """Test relative L2 per model, one panel per dataset: each seed a dot, the mean ± std a bar."""
-    from .evaluation.plots import _figure, _save
+    from .plots import figure, save
 
     datasets = list(dict.fromkeys(c.dataset for c in plan.cells))
     models = list(dict.fromkeys(c.model for c in plan.cells))
-    fig = _figure(max(4.0, 1.2 + 0.9 * len(models)) * len(datasets), 3.6)
+    fig = figure(max(4.0, 1.2 + 0.9 * len(models)) * len(datasets), 3.6)
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
     for ax, dataset in zip(axes, datasets):
         for x, model in enumerate(models):
@@ -497,4 +497,4 @@ def _plot(plan: Plan, summary: list[dict], records: list[dict], path: Path) -> N
     if records:
         axes[0].legend(fontsize=8)
     fig.suptitle(f"sweep {plan.config.name}", fontsize=11)
-    _save(fig, path)
+    save(fig, path)

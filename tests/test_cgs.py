@@ -8,10 +8,10 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
-from sciml.datasets.graphs import greedy_policy, pore_network, random_mdp, value_iteration  # noqa: E402
+from sciml.learned.graphs import greedy_policy, pore_network, random_mdp, value_iteration  # noqa: E402
 from sciml.errors import CheckpointError, ConfigError, DataError  # noqa: E402
-from sciml.solvers import cgs  # noqa: E402
-from sciml.solvers.learned_runs import META, WEIGHTS, read_metrics  # noqa: E402
+from sciml.learned import cgs  # noqa: E402
+from sciml.runs import META, WEIGHTS, read_metrics  # noqa: E402
 
 F64 = torch.float64
 

@@ -13,9 +13,9 @@ import torch
 from sciml import datasets, solvers
 from sciml.errors import CheckpointError, ConfigError
 from sciml.solvers import laplacian
-from sciml.solvers.dcdm import (DCDMConfig, DCDMNet, Direction, dcdm_loss, dcdm_solve, fluid_rows, load_dcdm,
+from sciml.learned.dcdm import (DCDMConfig, DCDMNet, Direction, dcdm_loss, dcdm_solve, fluid_rows, load_dcdm,
                                 parameter_count, train_dcdm, _torch_sparse)
-from sciml.solvers.spectral_rhs import SpectralRHS, eigenvalue_quantile, jackson_step_coefficients
+from sciml.learned.spectral_rhs import SpectralRHS, eigenvalue_quantile, jackson_step_coefficients
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,7 +86,7 @@ def test_network_matches_the_papers_parameter_counts_and_runs_on_any_grid():
     fast = net3(x, torch.ones_like(x))
     assert fast.shape == (1, 1, 9, 9, 9)
     # the direct oneDNN convolutions agree with torch's own
-    import sciml.solvers.dcdm as dcdm
+    import sciml.learned.dcdm as dcdm
 
     monkey = pytest.MonkeyPatch()
     monkey.setattr(dcdm, "_ONEDNN", False)
@@ -147,7 +147,7 @@ def poisson_run(tmp_path_factory):
 
 def test_trained_at_32_beats_incomplete_cholesky_at_64(poisson_run):
     out, result = poisson_run
-    from sciml.solvers.learned_runs import read_metrics
+    from sciml.runs import read_metrics
 
     rows = read_metrics(out)
     assert rows[-1]["val_loss"] < 0.1 * rows[0]["train_loss"] and rows[-1]["val_loss"] < 0.02

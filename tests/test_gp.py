@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sciml.errors import ConfigError
-from sciml.solvers.gp import GPHM, KroneckerGP, KroneckerUSolve, SpectralMixture, gp_solve, mode_product
-from sciml.solvers.meshfree import get_problem
+from sciml.meshfree.gp import GPHM, KroneckerGP, KroneckerUSolve, SpectralMixture, gp_solve, mode_product
+from sciml.meshfree.problems import get_problem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ import torch
 from sciml import datasets, solvers
 from sciml.errors import ConfigError, DataError
 from sciml.solvers import discretisation
-from sciml.solvers.neural_precond import (
+from sciml.learned.neural_precond import (
     torch_csr,
     energy_loss,
     face_features,
@@ -182,7 +182,7 @@ def test_torch_backend_red_black_sweeps_are_gauss_seidel():
     """One red-black sweep pair equals scipy's triangular solve in the red-black ordering."""
     import torch
 
-    from sciml.solvers.neural_precond import HybridPreconditioner
+    from sciml.learned.neural_precond import HybridPreconditioner
 
     A, b, _ = datasets.system("darcy", resolution=12, seed=1)
     A = sp.csr_matrix(A)

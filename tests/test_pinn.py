@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from sciml.errors import ConfigError
-from sciml.solvers.meshfree import Problem, get_problem
-from sciml.solvers.pinn import PINNResult, pinn_solve
+from sciml.meshfree.problems import Problem, get_problem
+from sciml.meshfree.pinn import PINNResult, pinn_solve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

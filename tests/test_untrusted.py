@@ -136,7 +136,7 @@ def test_pickle_in_the_training_state_on_resume(trained, tmp_path, capsys):
 
 
 def test_pickle_instead_of_learned_solver_weights(tmp_path, capsys):
-    from sciml.solvers import dcdm
+    from sciml.learned import dcdm
 
     marker = tmp_path / "pwned"
     run = tmp_path / "dcdm"

@@ -82,7 +82,7 @@ def evaluate(
 
 def _evaluate_learned_solver(run: Path, data, graphs: int) -> None:
     from ..errors import ConfigError
-    from ..solvers.learned_runs import read_meta
+    from ..runs import read_meta
     from ._common import table
 
     kind = read_meta(run)["kind"]
@@ -93,7 +93,7 @@ def _evaluate_learned_solver(run: Path, data, graphs: int) -> None:
         raise ConfigError(f"{run} is a {kind} solver: compare it with `sciml solve PDE -s N --method cg,pcg-amg,{kind}:{run}`")
     if data:
         raise ConfigError("a cgs run is scored on fresh generated graphs; drop --data (use --graphs N)")
-    from ..solvers.cgs import evaluate_cgs
+    from ..learned.cgs import evaluate_cgs
 
     m = evaluate_cgs(run, n_graphs=graphs)
     skip = {"task", "n_graphs", "seed"}

@@ -14,7 +14,7 @@ def plot(
     n: Annotated[int, typer.Option(help="Number of samples to show.")] = 3,
 ) -> None:
     """Dataset: input and output fields of the first samples. Run: the loss curves."""
-    from ..evaluation import plots
+    from .. import evaluation as plots
 
     if path.is_dir():
         out = out or path / "loss.png"

@@ -64,7 +64,7 @@ def solve(
         for note in r.notes:
             print(f"{r.method}: {note}")
     if plot is not None:
-        from ..evaluation.plots import plot_residuals
+        from ..plots import plot_residuals
 
         plot_residuals(results, plot, title=f"{info.get('pde', pde)}: {A.shape[0]} unknowns")
         print(f"wrote {plot}")
@@ -75,7 +75,7 @@ MESHFREE = ("gp", "gp-stm", "pinn")
 
 def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot, lr) -> None:
     """GP-HM (Gaussian and Student-t spectral mixtures) and the DeepXDE PINN on a test problem."""
-    from ..solvers.meshfree import PROBLEMS, get_problem
+    from ..meshfree.problems import PROBLEMS, get_problem
     from ._common import table
 
     if name == "list":
@@ -87,11 +87,11 @@ def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot, lr) 
     for m in methods:
         label = {"gp": "GP-HM-GM", "gp-stm": "GP-HM-StM", "pinn": "PINN (DeepXDE)"}[m]
         if m == "pinn":
-            from ..solvers.pinn import pinn_solve
+            from ..meshfree.pinn import pinn_solve
 
             r = pinn_solve(problem, iterations=iterations, n_col=n_col, **({} if lr is None else {"lr": lr}))
         else:
-            from ..solvers.gp import gp_solve
+            from ..meshfree.gp import gp_solve
 
             r = gp_solve(problem, kernel="gm" if m == "gp" else "stm", iterations=iterations, n_col=n_col,
                          **({} if lr is None else {"lr": lr}))
@@ -100,7 +100,7 @@ def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot, lr) 
     table(["method", "steps", "rel. L2 (final)", "rel. L2 (min seen)", "seconds"], rows,
           title=f"{problem.name}: {problem.description}")
     if plot is not None:
-        from ..evaluation.plots import plot_meshfree
+        from ..plots import plot_meshfree
 
         plot_meshfree(problem, curves, plot)
         print(f"wrote {plot}")

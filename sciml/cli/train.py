@@ -235,7 +235,7 @@ def _train_preconditioner(model, *, data, out, config, epochs, batch_size, lr, n
                           progress, rest) -> None:
     """``sciml train MODEL --task precond``: a grid operator as a Krylov preconditioner."""
     from ..errors import ConfigError
-    from ..solvers.neural_precond import train_preconditioner
+    from ..learned.neural_precond import train_preconditioner
 
     for flag, value in rest.items():
         if value:
@@ -273,7 +273,7 @@ def _train_learned_solver(model, *, out, config, seed, batch_size, lr, device, s
             flags["params"] = {**options.get("params", {}), **parse_assignments(param, "--param")}
         options.update({k: v for k, v in flags.items() if v is not None})
         options.update(parse_assignments(option, "--option"))
-        from ..solvers.dcdm import train_dcdm
+        from ..learned.dcdm import train_dcdm
 
         result = train_dcdm(out, config=net_cfg, progress=progress, **options)
         print(f"run {result['run_dir']}: {result['steps']} steps, {result['parameters']} parameters, "
@@ -284,7 +284,7 @@ def _train_learned_solver(model, *, out, config, seed, batch_size, lr, device, s
         raise ConfigError("--pde, --resolution and --param are options of dcdm; cgs takes --task porenet|mdp")
     if device:
         raise ConfigError("cgs trains on the CPU (its graphs are small); drop --device")
-    from ..solvers.cgs import train_cgs
+    from ..learned.cgs import train_cgs
 
     kwargs = {"updates": steps, "batch_graphs": batch_size, "lr": lr, "seed": seed}
     options.update({k: v for k, v in kwargs.items() if v is not None})

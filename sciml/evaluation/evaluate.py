@@ -19,46 +19,12 @@ import torch
 
 from ..errors import ModelError, SciMLError
 from ..io import atomic_write_text
-from ..training.checkpoint import RunInfo, load_run
+from ..training.checkpoint import RunInfo, grid_name, load_run, normaliser_for
 from ..training.data import GridData, inside_domain, load_grid_data
 from ..training.normalisers import DataNormaliser
 from ..training.build import resolve_device
 from ..training.trainer import predict
 from .metrics import relative_l2, summarise
-
-
-def _grid_name(shape: Sequence[int]) -> str:
-    return "x".join(str(s) for s in shape)
-
-
-def normaliser_for(info: RunInfo, data: GridData) -> tuple[DataNormaliser, list[str]]:
-    """The run's normaliser for the grid of ``data`` and notes on what was adapted.
-
-    Same grid: as trained. Another grid: allowed for resolution-independent (grid) operators, the
-    pointwise statistics are interpolated to the new grid; point operators with fixed sensors
-    raise :class:`ModelError`.
-    """
-    sig, new = info.signature, data.signature
-    if new.shape == sig.shape:
-        return info.normaliser, []
-    if not info.resolution_independent:
-        raise ModelError(
-            f"{info.model_name} reads its inputs at fixed sensors and needs the training resolution "
-            f"{_grid_name(sig.shape)}, got {_grid_name(new.shape)} in {data.path}; evaluate it on data of that resolution"
-        )
-    notes = [f"evaluated at {_grid_name(new.shape)}, trained at {_grid_name(sig.shape)}"]
-    if info.normaliser.shape is None:
-        return info.normaliser, notes
-    old_c = sig.coords or None
-    new_c = new.coords or None
-    if old_c is None or new_c is None:
-        old_c = new_c = None
-    norm = info.normaliser.resample(new.shape, old_c, new_c)
-    how = "at the new grid's coordinates" if old_c else "(bilinear, both grid ends aligned)"
-    notes.append(
-        f"pointwise normaliser statistics interpolated linearly from {_grid_name(sig.shape)} to {_grid_name(new.shape)} {how}"
-    )
-    return norm, notes
 
 
 def _sync(device: torch.device) -> None:
@@ -122,7 +88,7 @@ def evaluate_dataset(model, info: RunInfo, path: str | Path, *, batch_size: int,
         "path": str(path),
         "pde": data.signature.pde,
         "n": len(data),
-        "resolution": _grid_name(data.signature.shape),
+        "resolution": grid_name(data.signature.shape),
         "shape": list(data.signature.shape),
         "rel_l2_mean": stats["mean"],
         "rel_l2_std": stats["std"],

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..io import atomic_write_text
-from .plots import plot_loss, plot_samples
+from ..plots import plot_loss, plot_samples
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -37,7 +37,7 @@ def write_report(
     from ..training.checkpoint import load_run
     from ..training.data import load_grid_data
     from ..training.trainer import predict
-    from .evaluate import normaliser_for
+    from ..training.checkpoint import normaliser_for
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

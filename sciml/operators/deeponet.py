@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from ..errors import ConfigError, ModelError
-from ._deepxde import deepxde_nn
+from ..runtime import deepxde_nn
 from .base import Operator, register
 
 _ACTIVATIONS = ("relu", "tanh", "gelu", "elu", "selu", "sigmoid", "silu", "sin")

@@ -90,10 +90,10 @@ def register(name: str):
 
 # methods that take a trained run: ``NAME:RUN_DIR``, implemented in the named module
 _RUN_METHODS = {
-    "dcdm": ("sciml.solvers.dcdm", "solve_with_run"),
-    "fcg": ("sciml.solvers.neural_precond", "solve_fcg"),
-    "fgmres": ("sciml.solvers.neural_precond", "solve_fgmres"),
-    "hints": ("sciml.solvers.neural_precond", "solve_hints"),
+    "dcdm": ("sciml.learned.dcdm", "solve_with_run"),
+    "fcg": ("sciml.learned.neural_precond", "solve_fcg"),
+    "fgmres": ("sciml.learned.neural_precond", "solve_fgmres"),
+    "hints": ("sciml.learned.neural_precond", "solve_hints"),
 }
 
 
@@ -153,7 +153,7 @@ def solve(
     A : sparse square matrix ``(n, n)`` (SPD for the CG methods).
     b : right-hand side ``(n,)``.
     method : one of :func:`available`; ``dcdm:RUN`` runs the Deep Conjugate Direction Method
-        with the network trained in run directory ``RUN`` (:mod:`sciml.solvers.dcdm`).
+        with the network trained in run directory ``RUN`` (:mod:`sciml.learned.dcdm`).
     tol : relative residual target.
     maxiter : iteration cap (default: ``10 n`` for CG/Jacobi-PCG, 500 for AMG-PCG and
         GMRES inner iterations).

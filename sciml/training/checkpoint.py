@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, SciMLError, UnknownNameError
+from ..errors import CheckpointError, ConfigError, ModelError, SciMLError, UnknownNameError
 from ..io import atomic_path, atomic_write_text, read_text
-from .data import DatasetSignature
+from .data import DatasetSignature, GridData
 from .normalisers import DataNormaliser
 
 MODEL_JSON = "model.json"
@@ -64,6 +64,41 @@ class RunInfo:
         from ..operators import base
 
         return bool(getattr(base.get(self.model_name), "resolution_independent", self.input_kind == "grid"))
+
+
+def grid_name(shape) -> str:
+    """``"85x85"`` for a grid shape."""
+    return "x".join(str(s) for s in shape)
+
+
+def normaliser_for(info: RunInfo, data: GridData) -> tuple[DataNormaliser, list[str]]:
+    """The run's normaliser for the grid of ``data`` and notes on what was adapted.
+
+    Same grid: as trained. Another grid: allowed for resolution-independent (grid) operators, the
+    pointwise statistics are interpolated to the new grid; point operators with fixed sensors
+    raise :class:`ModelError`.
+    """
+    sig, new = info.signature, data.signature
+    if new.shape == sig.shape:
+        return info.normaliser, []
+    if not info.resolution_independent:
+        raise ModelError(
+            f"{info.model_name} reads its inputs at fixed sensors and needs the training resolution "
+            f"{grid_name(sig.shape)}, got {grid_name(new.shape)} in {data.path}; evaluate it on data of that resolution"
+        )
+    notes = [f"evaluated at {grid_name(new.shape)}, trained at {grid_name(sig.shape)}"]
+    if info.normaliser.shape is None:
+        return info.normaliser, notes
+    old_c = sig.coords or None
+    new_c = new.coords or None
+    if old_c is None or new_c is None:
+        old_c = new_c = None
+    norm = info.normaliser.resample(new.shape, old_c, new_c)
+    how = "at the new grid's coordinates" if old_c else "(bilinear, both grid ends aligned)"
+    notes.append(
+        f"pointwise normaliser statistics interpolated linearly from {grid_name(sig.shape)} to {grid_name(new.shape)} {how}"
+    )
+    return norm, notes
 
 
 # ----------------------------------------------------------------------------- model files

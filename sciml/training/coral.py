@@ -217,11 +217,9 @@ def evaluate_on_points(run_dir: str | Path, data: str | Path, fraction: float, s
                           "(coral, gno, deeponet) on random point samplings")
     if not 0 < fraction <= 1:
         raise ConfigError(f"points must be a fraction in (0, 1], got {fraction}")
-    from ..evaluation.evaluate import normaliser_for
-
     test = load_grid_data(data)
     info.signature.check_same_problem(test.signature, str(data))
-    normaliser, _ = normaliser_for(info, test)
+    normaliser, _ = ckpt.normaliser_for(info, test)
     idx = point_samples(test, fraction, seed)
     coords = _coords(test.signature.shape, idx)
     x = normaliser.encode_inputs(test.x)

@@ -279,7 +279,7 @@ def _loop(run: _Run, world: World = World()) -> dict:
                 f"{k} {row[k]:.4g}" for k in ("train_loss", "val_loss", "test_loss") if k in row))
 
     if opts.figures and run.metrics and world.is_main:
-        from ..evaluation.plots import plot_loss
+        from ..plots import plot_loss
 
         plot_loss(out, out / "loss.png")
     world.barrier()  # every rank returns once rank 0's files are complete

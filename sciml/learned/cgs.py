@@ -14,7 +14,7 @@ implicitly: with ``u = gamma A^T u + dL/dz`` (again a fixed point, found by iter
 Graph batches are plain tensors (:class:`GraphBatch`, made by :func:`collate`): node features
 ``(N, Fn)``, edges ``(2, E)`` source -> destination, edge features ``(E, Fe)``, the graph of
 every node ``(N,)``. Tasks (``"porenet"``, ``"mdp"``) draw their graphs from
-:mod:`sciml.datasets.graphs`; :func:`train_cgs` trains on fresh graphs, :func:`evaluate_cgs`
+:mod:`sciml.learned.graphs`; :func:`train_cgs` trains on fresh graphs, :func:`evaluate_cgs`
 compares a run with the exact solutions and a trivial baseline, :func:`load_cgs` rebuilds it.
 """
 
@@ -36,7 +36,7 @@ from torch import nn
 from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import atomic_write_text
-from . import learned_runs
+from .. import runs as learned_runs
 
 KIND = "cgs"
 
@@ -78,7 +78,7 @@ class GraphBatch:
 
 def collate(graphs: list, dtype: torch.dtype = torch.float32) -> GraphBatch:
     """Stack graphs (objects with ``node_features``, ``edge_index``, ``edge_features`` and
-    optionally ``target``, as :mod:`sciml.datasets.graphs` returns) into a :class:`GraphBatch`."""
+    optionally ``target``, as :mod:`sciml.learned.graphs` returns) into a :class:`GraphBatch`."""
     if not graphs:
         raise DataError("collate needs at least one graph, got an empty list")
     xs, eis, eas, ys, owner = [], [], [], [], []
@@ -387,7 +387,7 @@ class _Task:
 
 
 def _tasks() -> dict[str, _Task]:
-    from ..datasets import graphs
+    from . import graphs
 
     return {
         "porenet": _Task("porenet", graphs.pore_network, dict(node_in=5, edge_in=3, node_hidden=32, edge_hidden=32,
@@ -579,7 +579,7 @@ def _porenet_metrics(graphs: list, pred: np.ndarray) -> dict:
 
 
 def _mdp_metrics(graphs: list, pred: np.ndarray, constant: float) -> dict:
-    from ..datasets.graphs import greedy_policy
+    from .graphs import greedy_policy
 
     mape, acc, base_mape, base_acc, chance = [], [], [], [], []
     for g, v in zip(graphs, pred):

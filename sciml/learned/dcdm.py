@@ -7,7 +7,7 @@ residual after an exact A-line search along ``q``,
     L(b) = || b - A q (q^T b) / (q^T A q) ||^2,
 
 over right-hand sides biased towards the low end of A's spectrum
-(:class:`sciml.solvers.spectral_rhs.SpectralRHS`). The solver then takes the network's
+(:class:`sciml.learned.spectral_rhs.SpectralRHS`). The solver then takes the network's
 direction for the current residual, A-orthogonalises it against the previous two search
 directions and does an exact line search (:func:`dcdm_solve`).
 
@@ -43,7 +43,7 @@ from torch import nn
 
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError
-from .linear import SolveResult, relative_residual
+from ..solvers.linear import SolveResult, relative_residual
 from .spectral_rhs import LOW_FRACTION, LOW_WEIGHT, SpectralRHS
 
 KIND = "dcdm"
@@ -321,7 +321,7 @@ def _device(name: str) -> torch.device:
 def _training_systems(opts: DCDMTrainOptions):
     """``(A, grid shape, fluid rows, vector generator)`` of each training matrix."""
     from ..datasets import system
-    from .linear import is_symmetric
+    from ..solvers.linear import is_symmetric
 
     out = []
     for i in range(opts.n_systems):
@@ -340,7 +340,7 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
 
     Returns ``{"run_dir", "steps", "train_loss", "val_loss", "parameters", "seconds"}``.
     """
-    from .learned_runs import save_learned, step_progress, write_metrics
+    from ..runs import save_learned, step_progress, write_metrics
 
     out = Path(out)
     if (out / "solver.json").exists() or (out / "model.json").exists():
@@ -420,7 +420,7 @@ _CACHE: dict[str, tuple[DCDMNet, dict]] = {}
 
 def load_dcdm(run_dir: str | Path) -> tuple[DCDMNet, dict]:
     """The trained network (eval mode, CPU) and the run's metadata."""
-    from .learned_runs import load_state, read_learned
+    from ..runs import load_state, read_learned
 
     state, meta = read_learned(run_dir, KIND)
     config = from_dict(DCDMConfig, meta["config"], f"{run_dir}/solver.json config")

@@ -104,7 +104,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import ConfigError
-from .meshfree import TEST_POINTS, Problem, relative_l2
+from .problems import TEST_POINTS, Problem, relative_l2
 
 KERNELS = ("gm", "stm")
 _SQRT5 = math.sqrt(5.0)
@@ -468,7 +468,7 @@ class GPHM(torch.nn.Module):
         self.whiten = bool(whiten)
         if not isinstance(problem, Problem):
             raise ConfigError(f"problem must be a meshfree.Problem, got {type(problem).__name__}; "
-                              "use sciml.solvers.meshfree.get_problem(name)")
+                              "use sciml.meshfree.problems.get_problem(name)")
         if kernel not in KERNELS:
             raise ConfigError(f"GP-HM kernel must be one of {', '.join(KERNELS)}, got {kernel!r}; "
                               "use 'gm' (Gaussian mixture) or 'stm' (Student-t mixture)")

@@ -45,7 +45,7 @@ import torch
 
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError, ModelError
-from .linear import SolveResult
+from ..solvers.linear import SolveResult
 
 KIND = "precond"
 #: model config on top of each architecture's defaults (``--set`` overrides): FNO zero-pads the
@@ -324,7 +324,7 @@ def train_preconditioner(model: str, data: str | Path, out: str | Path, model_co
     ``options`` are :class:`PrecondTrainOptions`. Writes the run directory ``out`` (weights,
     ``solver.json``, ``metrics.jsonl``) and returns a summary.
     """
-    from .learned_runs import save_learned, step_progress, write_metrics
+    from ..runs import save_learned, step_progress, write_metrics
 
     out = Path(out)
     if (out / "solver.json").exists() or (out / "model.json").exists():
@@ -398,7 +398,7 @@ def train_preconditioner(model: str, data: str | Path, out: str | Path, model_co
 def load_preconditioner(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     """The trained network (eval mode, CPU) and the run's metadata."""
     from ..operators import base
-    from .learned_runs import load_state, read_learned
+    from ..runs import load_state, read_learned
 
     state, meta = read_learned(run_dir, KIND)
     name = meta.get("model")
@@ -596,7 +596,7 @@ def neural_solve(A: sp.spmatrix, b: np.ndarray, run: str | Path, method: str = "
     matrix, red-black Gauss-Seidel, CUDA-graph network on a GPU); ``auto`` picks torch when the
     network runs on a GPU, numpy otherwise.
     """
-    from .flexible import fcg, fgmres
+    from ..solvers.flexible import fcg, fgmres
 
     if method not in ("fcg", "fgmres", "hints"):
         raise ConfigError(f"neural preconditioned method must be fcg, fgmres or hints, got {method!r}")

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
-from ..io import atomic_path, atomic_write_text, read_text
+from .errors import CheckpointError
+from .io import atomic_path, atomic_write_text, read_text
 
 WEIGHTS = "solver.safetensors"
 META = "solver.json"
@@ -33,7 +33,7 @@ def save_learned(run_dir: str | Path, kind: str, config: dict, net: nn.Module, e
     """Write ``net``'s weights and ``{"kind": kind, "config": config, **extra}`` to ``run_dir``."""
     from safetensors.torch import save_file
 
-    from .. import __version__
+    from . import __version__
 
     run_dir = Path(run_dir)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}

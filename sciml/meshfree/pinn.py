@@ -1,5 +1,5 @@
 """PINN baseline (physics-informed neural network, DeepXDE with its PyTorch backend) for the
-mesh-free test problems of :mod:`sciml.solvers.meshfree`.
+mesh-free test problems of :mod:`sciml.meshfree.problems`.
 
 The network ``u(x)`` (``depth`` hidden layers of ``width`` units) minimises
 
@@ -22,7 +22,7 @@ Setting (Fang et al., ICLR 2024 protocol, the paper's PINN baseline):
   evaluating every ``eval_every`` steps stays cheap), at step 0, every ``eval_every`` steps and at
   the end; ``min_rel_l2`` is the minimum over those evaluations, as the paper reports it.
 
-DeepXDE is imported only through :func:`sciml.operators._deepxde.load_deepxde`. Everything it
+DeepXDE is imported only through :func:`sciml.runtime.load_deepxde`. Everything it
 prints during a solve is swallowed; its global state touched here (float type, torch default
 dtype, the python/numpy/torch random generators seeded by ``dde.config.set_random_seed``) is put
 back when :func:`pinn_solve` returns. The network runs on the CPU (DeepXDE's default device is
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .meshfree import TEST_POINTS, Problem, relative_l2
+from .problems import TEST_POINTS, Problem, relative_l2
 
 ACTIVATIONS = ("tanh", "sin", "sigmoid", "silu", "swish", "gelu", "elu", "selu", "relu")
 PDES = ("poisson", "allen_cahn", "advection")
@@ -139,14 +139,14 @@ def pinn_solve(
     threads during the solve: the network is small, and with the default threads on a busy 2-core
     machine 100 steps took 222 s instead of 3.1 s.
     """
-    from ..operators._deepxde import load_deepxde
+    from ..runtime import load_deepxde
 
     if not isinstance(problem, Problem):
-        raise ConfigError(f"PINN problem must be a sciml.solvers.meshfree.Problem, got {type(problem).__name__}; "
-                          "use sciml.solvers.meshfree.get_problem(name)")
+        raise ConfigError(f"PINN problem must be a sciml.meshfree.problems.Problem, got {type(problem).__name__}; "
+                          "use sciml.meshfree.problems.get_problem(name)")
     if problem.pde not in PDES or problem.dim not in (1, 2):
         raise ConfigError(f"PINN supports pde in {PDES} in 1 or 2 dimensions, got pde {problem.pde!r} in "
-                          f"{problem.dim}-D; pick one of the problems of sciml.solvers.meshfree.PROBLEMS")
+                          f"{problem.dim}-D; pick one of the problems of sciml.meshfree.problems.PROBLEMS")
     iterations = _check_int("iterations", problem.iterations if iterations is None else iterations, 1)
     n_col = _check_int("n_col", problem.n_col if n_col is None else n_col, 3)
     width = _check_int("width", width, 1)
