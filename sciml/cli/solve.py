@@ -33,7 +33,7 @@ def solve(
     Mesh-free solvers work on the GP-HM test problems instead of a generator's matrix:
     `sciml solve --problem poisson1d-sin100 --method gp,gp-stm,pinn --iterations 2000`.
     """
-    from .. import datasets, solvers
+    from .. import datasets, meshfree, solvers
     from ..errors import ConfigError
     from ._common import table
 
@@ -41,11 +41,11 @@ def solve(
         return _solve_meshfree(problem, [], None, None, None, None)
     method = method or ("gp" if problem is not None else "pcg-amg,cg")
     methods = [m.strip() for m in method.split(",") if m.strip()]
-    meshfree = [m for m in methods if m in MESHFREE]
-    if problem is not None or meshfree:
-        if len(meshfree) != len(methods) or problem is None:
-            raise ConfigError(f"the mesh-free methods ({', '.join(MESHFREE)}) solve a test problem: pass --problem NAME "
-                              "and only those methods (see `sciml solve --problem list`)")
+    free = [m for m in methods if m in meshfree.available()]
+    if problem is not None or free:
+        if len(free) != len(methods) or problem is None:
+            raise ConfigError(f"the mesh-free methods ({', '.join(meshfree.available())}) solve a test problem: pass "
+                              "--problem NAME and only those methods (see `sciml solve --problem list`)")
         return _solve_meshfree(problem, methods, iterations, n_col, plot, lr)
     if iterations is not None or n_col is not None:
         raise ConfigError("--iterations and --n-col are options of the mesh-free methods (gp, gp-stm, pinn); use --maxiter")
@@ -70,34 +70,20 @@ def solve(
         print(f"wrote {plot}")
 
 
-MESHFREE = ("gp", "gp-stm", "pinn")
-
-
 def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot, lr) -> None:
     """GP-HM (Gaussian and Student-t spectral mixtures) and the DeepXDE PINN on a test problem."""
-    from ..meshfree.problems import PROBLEMS, get_problem
+    from .. import meshfree
     from ._common import table
 
     if name == "list":
         table(["problem", "what", "collocation / dim", "paper's steps"],
-              [[p.name, p.description, p.n_col, p.iterations] for p in PROBLEMS.values()], title="mesh-free test problems")
+              [[p.name, p.description, p.n_col, p.iterations] for p in meshfree.PROBLEMS.values()],
+              title="mesh-free test problems")
         return
-    problem = get_problem(name)
-    rows, curves = [], []
-    for m in methods:
-        label = {"gp": "GP-HM-GM", "gp-stm": "GP-HM-StM", "pinn": "PINN (DeepXDE)"}[m]
-        if m == "pinn":
-            from ..meshfree.pinn import pinn_solve
-
-            r = pinn_solve(problem, iterations=iterations, n_col=n_col, **({} if lr is None else {"lr": lr}))
-        else:
-            from ..meshfree.gp import gp_solve
-
-            r = gp_solve(problem, kernel="gm" if m == "gp" else "stm", iterations=iterations, n_col=n_col,
-                         **({} if lr is None else {"lr": lr}))
-        rows.append([label, r.iterations, r.rel_l2, r.min_rel_l2, r.seconds])
-        curves.append((label, r))
-    table(["method", "steps", "rel. L2 (final)", "rel. L2 (min seen)", "seconds"], rows,
+    problem = meshfree.get_problem(name)
+    curves = [(meshfree.label(m), meshfree.solve(problem, m, iterations=iterations, n_col=n_col, lr=lr)) for m in methods]
+    table(["method", "steps", "rel. L2 (final)", "rel. L2 (min seen)", "seconds"],
+          [[label, r.iterations, r.rel_l2, r.min_rel_l2, r.seconds] for label, r in curves],
           title=f"{problem.name}: {problem.description}")
     if plot is not None:
         from ..plots import plot_meshfree

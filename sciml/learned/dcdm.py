@@ -43,7 +43,7 @@ from torch import nn
 
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError
-from ..solvers.linear import SolveResult, relative_residual
+from ..solvers.linear import SolveResult, register_run_method, relative_residual
 from .spectral_rhs import LOW_FRACTION, LOW_WEIGHT, SpectralRHS
 
 KIND = "dcdm"
@@ -427,6 +427,7 @@ def load_dcdm(run_dir: str | Path) -> tuple[DCDMNet, dict]:
     return load_state(DCDMNet(config), state, run_dir), meta
 
 
+@register_run_method("dcdm")
 def solve_with_run(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | None, x0, run: str) -> SolveResult:
     """The ``dcdm:RUN`` solve method: load (cached) the run and iterate on ``A x = b``."""
     t0 = time.perf_counter()

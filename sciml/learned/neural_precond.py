@@ -45,7 +45,7 @@ import torch
 
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError, ModelError
-from ..solvers.linear import SolveResult
+from ..solvers.linear import SolveResult, register_run_method
 
 KIND = "precond"
 #: model config on top of each architecture's defaults (``--set`` overrides): FNO zero-pads the
@@ -626,16 +626,19 @@ def neural_solve(A: sp.spmatrix, b: np.ndarray, run: str | Path, method: str = "
     return dataclasses.replace(result, setup_time=setup + result.setup_time, notes=tuple(network.notes) + result.notes)
 
 
+@register_run_method("fcg")
 def solve_fcg(A, b, tol, maxiter, x0, run) -> SolveResult:
     """The ``fcg:RUN`` solve method."""
     return neural_solve(A, b, run, "fcg", tol, maxiter, x0)
 
 
+@register_run_method("fgmres")
 def solve_fgmres(A, b, tol, maxiter, x0, run) -> SolveResult:
     """The ``fgmres:RUN`` solve method."""
     return neural_solve(A, b, run, "fgmres", tol, maxiter, x0)
 
 
+@register_run_method("hints")
 def solve_hints(A, b, tol, maxiter, x0, run) -> SolveResult:
     """The ``hints:RUN`` solve method."""
     return neural_solve(A, b, run, "hints", tol, maxiter, x0)

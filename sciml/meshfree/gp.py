@@ -104,6 +104,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import ConfigError
+from . import register
 from .problems import TEST_POINTS, Problem, relative_l2
 
 KERNELS = ("gm", "stm")
@@ -782,3 +783,15 @@ def _monotone_step(model: GPHM, opt: torch.optim.Optimizer, params: list, base: 
         p.copy_(o)
     model.U.copy_(U_old)
     return max(scale, 1e-3), its
+
+
+@register("gp", "GP-HM-GM")
+def solve_gm(problem: Problem, **options) -> GPResult:
+    """GP-HM with the Gaussian spectral mixture kernel (the registered method ``gp``)."""
+    return gp_solve(problem, kernel="gm", **options)
+
+
+@register("gp-stm", "GP-HM-StM")
+def solve_stm(problem: Problem, **options) -> GPResult:
+    """GP-HM with the Student-t spectral mixture kernel (the registered method ``gp-stm``)."""
+    return gp_solve(problem, kernel="stm", **options)

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from . import register
 from .problems import TEST_POINTS, Problem, relative_l2
 
 ACTIVATIONS = ("tanh", "sin", "sigmoid", "silu", "swish", "gelu", "elu", "selu", "relu")
@@ -114,6 +115,7 @@ def _deepxde_state(dde, float64: bool):
         torch.set_rng_state(states[2])
 
 
+@register("pinn", "PINN (DeepXDE)")
 def pinn_solve(
     problem: Problem,
     iterations: int | None = None,

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConfigError, DataError, UnknownNameError
+from ..registry import load_plugins
 
 # Crossover measured on this project's 2-core CPU (FNO Darcy matrices, a in {3, 12}, tol
 # 1e-10, setup included, median of 3 samples x 3 repeats): splu-MMD vs RS-AMG-PCG took
@@ -88,19 +89,30 @@ def register(name: str):
     return deco
 
 
-# methods that take a trained run: ``NAME:RUN_DIR``, implemented in the named module
-_RUN_METHODS = {
-    "dcdm": ("sciml.learned.dcdm", "solve_with_run"),
-    "fcg": ("sciml.learned.neural_precond", "solve_fcg"),
-    "fgmres": ("sciml.learned.neural_precond", "solve_fgmres"),
-    "hints": ("sciml.learned.neural_precond", "solve_hints"),
-}
+# methods that take a trained run, ``NAME:RUN_DIR``: registered by the package that trains them
+# (sciml.learned), found through the plugin entry points (see sciml.registry.load_plugins)
+_RUN_METHODS: dict[str, Callable[..., SolveResult]] = {}
+
+
+def register_run_method(name: str):
+    """Decorator: register ``fn(A, b, tol, maxiter, x0, run_dir) -> SolveResult`` as method ``NAME:RUN``."""
+
+    def deco(fn: Callable[..., SolveResult]) -> Callable[..., SolveResult]:
+        _RUN_METHODS[name] = fn
+        return fn
+
+    return deco
+
+
+def _run_methods() -> dict[str, Callable[..., SolveResult]]:
+    load_plugins()
+    return _RUN_METHODS
 
 
 def available() -> list[str]:
     """Names of the solve methods, ``auto`` first; ``NAME:RUN`` methods take a trained run directory
     (``dcdm:RUN``; ``fcg:RUN``, ``fgmres:RUN``, ``hints:RUN`` with a trained neural preconditioner)."""
-    return ["auto", *_METHODS, *(f"{k}:RUN" for k in _RUN_METHODS)]
+    return ["auto", *_METHODS, *(f"{k}:RUN" for k in sorted(_run_methods()))]
 
 
 def relative_residual(A: sp.spmatrix, x: np.ndarray, b: np.ndarray) -> float:
@@ -164,15 +176,12 @@ def solve(
     SolveResult; non-convergence is reported in ``converged``, never raised.
     """
     kind, _, run = method.partition(":")
-    if kind in _RUN_METHODS:
+    if kind not in _METHODS and kind != "auto" and kind in _run_methods():
         if not run:
             raise ConfigError(f"method {kind!r} needs a trained run directory: {kind}:RUN, e.g. {kind}:runs/{kind}")
-        import importlib
-
-        module, fn = _RUN_METHODS[kind]
         A, b, x0 = _check_system(A, b, x0, tol, maxiter)
         with single_threaded_blas():
-            return getattr(importlib.import_module(module), fn)(A, b, tol, maxiter, x0, run)
+            return _RUN_METHODS[kind](A, b, tol, maxiter, x0, run)
     if method != "auto" and method not in _METHODS:
         raise UnknownNameError("solver method", method, available())
     A, b, x0 = _check_system(A, b, x0, tol, maxiter)
