@@ -118,3 +118,23 @@ def step_progress(enabled: bool, total: int, label: str):
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                         console=Console(stderr=True), disable=not enabled, transient=True)
     return progress, progress.add_task(label, total=total, loss="-")
+
+
+def kind(run_dir: str | Path) -> str:
+    """What the run in ``run_dir`` holds: ``operator``, ``coral``, ``precond``, ``dcdm`` or ``cgs``.
+
+    Raises :class:`CheckpointError` (one line) when the folder holds no run.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / META).is_file():
+        return str(read_meta(run_dir)["kind"])
+    model_json = run_dir / "model.json"
+    if model_json.is_file():
+        try:
+            meta = json.loads(read_text(model_json))
+        except (ValueError, UnicodeDecodeError):
+            raise CheckpointError(f"{model_json} is not valid JSON; the run is damaged, retrain it") from None
+        return "coral" if isinstance(meta, dict) and meta.get("model") == "coral" else "operator"
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {str(run_dir)!r} not found; train one with `sciml train ... --out {run_dir}`")
+    raise CheckpointError(f"{run_dir} holds no run (no {META} or model.json); give a folder written by `sciml train`")

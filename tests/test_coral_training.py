@@ -98,8 +98,8 @@ def test_bad_options(poisson, tmp_path, fitted):
     _, train, _ = poisson
     with pytest.raises(ConfigError, match="points must be a fraction"):
         train_coral(train, tmp_path / "a", progress=False, points=1.5)
-    with pytest.raises(ConfigError, match="two stages"):
-        train_generic("coral", data=train, out=tmp_path / "b")
+    with pytest.raises(ConfigError, match="unknown key 'lr' in coral training options"):  # routed to coral's options
+        train_generic("coral", data=train, out=tmp_path / "b", lr=1e-3)
     with pytest.raises(ConfigError, match="already holds a run"):
         train_coral(train, fitted[0], progress=False)
 
@@ -116,10 +116,14 @@ def test_cli(poisson, tmp_path, capsys, fitted):
     code, out, err = run_cli(["evaluate", fitted[0], "--data", test, "--points", "0.3", "--solver-samples", "1"], capsys)
     assert code == 0, err
     assert "random 0.3 of each sample's points" in out
-    code, _, err = run_cli(["train", "coral", "--data", train, "--out", tmp_path / "x", "--epochs", "3"], capsys)
-    assert_one_line_error(code, err, "inr_epochs", "processor_epochs")
+    # --epochs means passes over the data for coral too: each of its two stages
+    code, out, err = run_cli(["train", "coral", "--data", train, "--out", tmp_path / "x", "--epochs", "2", "--points", "0.2",
+                              "--n-train", "8", "--set", "latent_dim=8", "--set", "width=16", "--set", "depth=2",
+                              "--no-progress"], capsys)
+    assert code == 0, err
+    assert "2 + 2 epochs" in out
     code, _, err = run_cli(["train", "fno", "--data", train, "--out", tmp_path / "y", "--points", "0.2"], capsys)
-    assert_one_line_error(code, err, "--points is an option of coral")
+    assert_one_line_error(code, err, "unknown key 'points' in training options")
     code, _, err = run_cli(["train", "--resume", fitted[0]], capsys)
     assert_one_line_error(code, err, "cannot be resumed")
 

@@ -206,8 +206,8 @@ def run_cli(args, capsys):
 @pytest.mark.parametrize("extra, needle", [
     (["--nproc", "0"], "--nproc must be a number of processes >= 1, got 0"),
     (["--nproc", "-2"], "got -2"),
-    (["--nproc", "2", "--task", "precond"], "--task precond does not train data-parallel"),
-    (["--nproc", "2", "--steps", "5"], "--steps does not apply to data-parallel training"),
+    (["--nproc", "2", "--task", "precond"], "precond training does not run data-parallel"),
+    (["--nproc", "2", "--steps", "5"], "unknown key 'steps' in operator training options"),
 ])
 def test_bad_nproc_is_one_line_and_exit_code_1(extra, needle, darcy16, tmp_path, capsys):
     code, err = run_cli(["train", "fno", "--data", darcy16[0], "--out", tmp_path / "r", *extra], capsys)

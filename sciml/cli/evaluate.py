@@ -31,75 +31,57 @@ def evaluate(
     A CGS run (`sciml train cgs`) is scored on fresh graphs instead: pore-network pressure MSE
     against the exact sparse solve, or MDP value MAPE and greedy-policy accuracy.
     """
-    from ..errors import ConfigError
     from ..evaluation.evaluate import evaluate_many
-    from ._common import cluster_section, table
-
-    learned = [run for run in runs if (run / "solver.json").is_file()]
-    if learned:
-        if len(runs) > 1 or cluster is not None or (workers or 1) > 1:
-            raise ConfigError(f"{learned[0]} is a learned solver: evaluate it on its own, without --cluster/--workers")
-        return _evaluate_learned_solver(runs[0], data, graphs)
-    if not data:
-        raise ConfigError("--data is required: the test dataset(s) to evaluate the model on")
-    if points is not None and len(runs) > 1:
-        raise ConfigError("--points scores one run; evaluate the runs one at a time with --points")
+    from ._common import cluster_section
 
     results = evaluate_many(runs, data, out=out, n_solver_samples=solver_samples, cluster=cluster, workers=workers,
-                            cluster_settings=cluster_section(cluster_config), progress=progress)
-    rows = []
-    for result in results:
-        for r in result["datasets"]:
-            name = [result["run"]] if len(runs) > 1 else []
-            if "error" in r:
-                rows.append([*name, Path(r["path"]).name, "-", "not evaluated (see below)", *[None] * 6])
-                continue
-            rows.append([
-                *name, Path(r["path"]).name, r["resolution"], r["n"], r["rel_l2_mean"], r["rel_l2_std"], r["rel_l2_max"],
-                r["model_s_per_sample"], r["solver_s_per_sample"], r["speedup"],
-            ])
-    table([*(["run"] if len(runs) > 1 else []), "dataset", "grid", "n", "rel L2 mean", "std", "max", "model s/sample",
-           "solver s/sample", "speed-up"], rows,
-          title=f"evaluation of {runs[0]}" if len(runs) == 1 else f"evaluation of {len(runs)} runs")
-    for result in results:
-        for r in result["datasets"]:
-            if "error" in r:
-                print(f"{Path(r['path']).name} not evaluated: {r['error']}")
-    run = runs[0]
-    if points is not None:
-        from ..training.coral import evaluate_on_points
-
-        sampled = [evaluate_on_points(run, path, points, seed=points_seed) for path in data]
-        table(["dataset", "points", "n", "rel L2 mean", "std", "max"],
-              [[Path(p).name, s["points"], s["n"], s["rel_l2_mean"], s["rel_l2_std"], s["rel_l2_max"]]
-               for p, s in zip(data, sampled)],
-              title=f"on a random {points:g} of each sample's points (seed {points_seed}): inputs seen and outputs predicted there")
-    for result in results:
-        print(f"wrote {result['out']}")
+                            cluster_settings=cluster_section(cluster_config), progress=progress, points=points,
+                            points_seed=points_seed, graphs=graphs)
+    scored = [r for r in results if r.get("kind") != "cgs"]
+    if scored:
+        _print_operators(scored, several=len(runs) > 1)
+    for r in results:
+        if r.get("kind") == "cgs":
+            _print_cgs(r)
+    for r in results:
+        print(f"wrote {r['out']}")
     if out is not None and len(runs) > 1:
         print(f"wrote {out}")
 
 
-def _evaluate_learned_solver(run: Path, data, graphs: int) -> None:
-    from ..errors import ConfigError
-    from ..runs import read_meta
+def _print_operators(results: list[dict], several: bool) -> None:
     from ._common import table
 
-    kind = read_meta(run)["kind"]
-    if kind == "precond":
-        raise ConfigError(f"{run} is a neural preconditioner: compare it with `sciml solve --data FILE "
-                          f"--method pcg-ic,pcg-amg,hints:{run},fcg:{run},fgmres:{run}` (or `sciml solve darcy -s 130 ...`)")
-    if kind != "cgs":
-        raise ConfigError(f"{run} is a {kind} solver: compare it with `sciml solve PDE -s N --method cg,pcg-amg,{kind}:{run}`")
-    if data:
-        raise ConfigError("a cgs run is scored on fresh generated graphs; drop --data (use --graphs N)")
-    from ..learned.cgs import evaluate_cgs
+    rows = []
+    for result in results:
+        name = [result["run"]] if several else []
+        for r in result["datasets"]:
+            if "error" in r:
+                rows.append([*name, Path(r["path"]).name, "-", "not evaluated (see below)", *[None] * 6])
+                continue
+            rows.append([*name, Path(r["path"]).name, r["resolution"], r["n"], r["rel_l2_mean"], r["rel_l2_std"],
+                         r["rel_l2_max"], r["model_s_per_sample"], r["solver_s_per_sample"], r["speedup"]])
+    table([*(["run"] if several else []), "dataset", "grid", "n", "rel L2 mean", "std", "max", "model s/sample",
+           "solver s/sample", "speed-up"], rows,
+          title=f"evaluation of {results[0]['run']}" if not several else f"evaluation of {len(results)} runs")
+    for result in results:
+        for r in result["datasets"]:
+            if "error" in r:
+                print(f"{Path(r['path']).name} not evaluated: {r['error']}")
+        if "points" in result:
+            table(["dataset", "points", "n", "rel L2 mean", "std", "max"],
+                  [[Path(s["path"]).name, s["points"], s["n"], s["rel_l2_mean"], s["rel_l2_std"], s["rel_l2_max"]]
+                   for s in result["points"]],
+                  title=f"on a random {result['points'][0]['fraction']:g} of each sample's points: inputs seen and "
+                        "outputs predicted there")
 
-    m = evaluate_cgs(run, n_graphs=graphs)
-    skip = {"task", "n_graphs", "seed"}
+
+def _print_cgs(m: dict) -> None:
+    from ._common import table
+
+    skip = {"task", "n_graphs", "seed", "kind", "run", "out"}
     table(["metric", "value"], [[k, v] for k, v in m.items() if k not in skip and not isinstance(v, (dict, list))],
           title=f"cgs {m['task']} on {m['n_graphs']} fresh graphs (seed {m['seed']})")
-    print(f"wrote {run / 'evaluation.json'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,13 +17,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import ModelError, SciMLError
+from .. import runs as runs_format
+from ..errors import ConfigError, ModelError, SciMLError
 from ..io import atomic_write_text
 from ..training.checkpoint import RunInfo, grid_name, load_run, normaliser_for
 from ..training.data import GridData, inside_domain, load_grid_data
 from ..training.normalisers import DataNormaliser
 from ..training.build import resolve_device
 from ..training.trainer import predict
+from ..learned.cgs import evaluate_cgs
+from ..training.coral import evaluate_on_points
 from .metrics import relative_l2, summarise
 
 
@@ -105,13 +108,53 @@ def evaluate_dataset(model, info: RunInfo, path: str | Path, *, batch_size: int,
 
 def evaluate(
     run_dir: str | Path,
+    data: str | Path | Sequence[str | Path] | None = None,
+    out: str | Path | None = None,
+    batch_size: int | None = None,
+    n_solver_samples: int = 10,
+    device: str = "auto",
+    *,
+    points: float | None = None,
+    points_seed: int = 1,
+    graphs: int = 100,
+) -> dict[str, Any]:
+    """Evaluate the trained run ``run_dir``, whatever its kind (read from the run, :func:`sciml.runs.kind`).
+
+    Operators (CORAL included) are scored on each dataset in ``data`` (see :func:`evaluate_operator`);
+    with ``points`` (a fraction) point operators are also scored on a random ``points`` of each
+    sample's points (seed ``points_seed``), under ``"points"``. A CGS run is scored on ``graphs``
+    fresh graphs (:func:`sciml.learned.cgs.evaluate_cgs`). DCDM runs and neural preconditioners
+    solve linear systems: they are compared with the classical solvers by ``sciml solve``.
+    Returns a dict with ``kind`` and the kind's results.
+    """
+    kind = runs_format.kind(run_dir)
+    if kind in ("operator", "coral"):
+        if not data:
+            raise ConfigError("no test data given; pass data=PATH (--data), the dataset(s) to evaluate the model on")
+        result = evaluate_operator(run_dir, _paths(data), out, batch_size, n_solver_samples, device)
+        if points is not None:
+            result["points"] = [{"path": str(p), **evaluate_on_points(run_dir, p, points, seed=points_seed)}
+                                for p in _paths(data)]
+        return {"kind": kind, **result}
+    if kind == "cgs":
+        if data:
+            raise ConfigError("a cgs run is scored on fresh generated graphs; drop --data (use --graphs N)")
+        return {"kind": kind, "run": str(run_dir), **evaluate_cgs(run_dir, n_graphs=graphs),
+                "out": str(Path(run_dir) / "evaluation.json")}
+    how = f"hints:{run_dir},fcg:{run_dir},fgmres:{run_dir}" if kind == "precond" else f"{kind}:{run_dir}"
+    raise ConfigError(f"{run_dir} is a {kind} run, a solver of linear systems: compare it with the classical solvers "
+                      f"by `sciml solve PDE -s N --method cg,pcg-ic,pcg-amg,{how}` (or `--data FILE` for a stored sample)")
+
+
+def evaluate_operator(
+    run_dir: str | Path,
     data: str | Path | Sequence[str | Path],
     out: str | Path | None = None,
     batch_size: int | None = None,
     n_solver_samples: int = 10,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Evaluate the trained run ``run_dir`` on each dataset in ``data``.
+    """Evaluate the trained operator of run ``run_dir`` on each dataset in ``data``.
 
     Returns ``{"run", "model", "epoch", "device", "datasets": [...], "out"}``; each dataset entry
     has ``path, pde, n, resolution, shape, rel_l2_mean, rel_l2_std`` (population std over
@@ -182,8 +225,10 @@ def evaluate_many(
     workers: int | None = None,
     cluster_settings: dict | None = None,
     progress: bool = False,
+    **kind_options: Any,
 ) -> list[dict[str, Any]]:
-    """Evaluate every run in ``runs`` on every dataset in ``data``: one result per run, as :func:`evaluate`.
+    """Evaluate every run in ``runs`` on every dataset in ``data``: one result per run, as :func:`evaluate`
+    (``kind_options``: its ``points``, ``points_seed``, ``graphs``).
 
     With ``cluster``/``workers`` asking for Dask (see :func:`sciml.distributed.cluster_spec`), each
     (run, dataset) pair is an independent task; the results are gathered here and written as
@@ -195,21 +240,22 @@ def evaluate_many(
     from ..errors import CheckpointError
 
     runs = [Path(r) for r in runs]
-    paths = _paths(data)
+    paths = _paths(data) if data else []
     if not runs:
         raise CheckpointError("no run to evaluate; name at least one run directory written by `sciml train`")
-    for run in runs:
-        if not (run / "model.json").is_file():
-            raise CheckpointError(f"{run} is not a run directory (no model.json); give a folder written by `sciml train`")
+    kinds = {runs_format.kind(run) for run in runs}  # a CheckpointError names a folder that holds no run
     for p in paths:
         if not Path(p).is_file():
             raise ModelError(f"test dataset {str(p)!r} not found; check the path or make it with `sciml generate`")
     where = cluster_spec(cluster, workers, settings=cluster_settings)
     single_out = out if len(runs) == 1 else None
     if where.in_process:
-        results = [evaluate(run, paths, out=single_out, batch_size=batch_size, n_solver_samples=n_solver_samples,
-                            device=device) for run in _bar(runs, progress)]
+        results = [evaluate(run, paths or None, out=single_out, batch_size=batch_size, n_solver_samples=n_solver_samples,
+                            device=device, **kind_options) for run in _bar(runs, progress)]
     else:
+        if kinds - {"operator", "coral"} or kind_options.get("points") is not None:
+            raise ConfigError("only operators are evaluated as Dask tasks (one per run and dataset), without --points; "
+                              "drop --cluster/--workers")
         with dask_client(spec=where) as client:
             results = _evaluate_on_dask(client, runs, paths, single_out, batch_size, n_solver_samples, device, progress)
     if out is not None and len(runs) > 1:

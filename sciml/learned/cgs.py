@@ -26,7 +26,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from torch import nn
 
 from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, DataError
+from ..training.api import register_trainer
 from ..io import atomic_write_text
 from .. import runs as learned_runs
 
@@ -634,3 +635,53 @@ def evaluate_cgs(run_dir: str | Path, n_graphs: int = 100, seed: int = 12345, ba
                    fixed_point_iterations=float(np.mean(iterations)), inference_s=elapsed)
     atomic_write_text(Path(run_dir) / "evaluation.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class CGSTrainOptions:
+    """Options of ``sciml.training.train("cgs", ...)`` (the shared vocabulary; see :func:`train_cgs`).
+
+    task: ``porenet`` or ``mdp``. steps: optimiser updates; epochs: the same count (each update is
+    one pass over the graphs held; a new batch is drawn every ``regenerate_every`` updates); give
+    one of them or neither (the paper's count). batch_size: graphs per batch. params: keywords
+    of the task's graph generator. model_config: :class:`CGSConfig` overrides. device: cgs
+    trains on the CPU.
+    """
+
+    task: Optional[str] = None
+    steps: Optional[int] = None
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: float = 1e-3
+    seed: int = 0
+    heads: Optional[int] = None
+    gn_layers: Optional[int] = None
+    regenerate_every: int = 32
+    log_every: int = 25
+    params: dict = dataclasses.field(default_factory=dict)
+    model_config: dict = dataclasses.field(default_factory=dict)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            raise ConfigError("--task is required for cgs: porenet (pore-network pressure) or mdp (graph value iteration)")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("give cgs either steps or epochs (one update is one pass over the graphs held), not both")
+        if self.device not in ("auto", "cpu"):
+            raise ConfigError("cgs trains on the CPU (its graphs are small); drop --device")
+
+
+def _summary(r: dict) -> str:
+    return (f"run {r['run_dir']}: cgs {r['task']}, {r['updates']} updates, {r['parameters']} parameters, "
+            f"final loss {r['final_loss']:.4g}, {r['mean_forward_iterations']:.1f} fixed-point iterations; "
+            f"score it with `sciml evaluate {r['run_dir']}`")
+
+
+@register_trainer(KIND, CGSTrainOptions, _summary, needs_data=False)
+def _fit(model, data, out: Path, options: dict, progress: bool, test_data) -> dict:
+    """``sciml.training.train("cgs", task="porenet", steps=...)``."""
+    options.pop("model", None)
+    o = from_dict(CGSTrainOptions, options, "cgs training options")
+    return train_cgs(o.task, out, updates=o.epochs if o.steps is None else o.steps, batch_graphs=o.batch_size, lr=o.lr,
+                     seed=o.seed, heads=o.heads, gn_layers=o.gn_layers, progress=progress,
+                     regenerate_every=o.regenerate_every, log_every=o.log_every, model=o.model_config or None, **o.params)

@@ -44,6 +44,7 @@ from torch import nn
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError
 from ..solvers.linear import SolveResult, register_run_method, relative_residual
+from ..training.api import register_trainer
 from .spectral_rhs import LOW_FRACTION, LOW_WEIGHT, SpectralRHS
 
 KIND = "dcdm"
@@ -283,7 +284,9 @@ class DCDMTrainOptions:
 
     pde, resolution, params : the system family (``sciml.datasets.system``); ``n_systems``
         matrices (samples ``0..n_systems-1`` of ``seed``; the paper uses one per scene).
-    steps : optimiser steps, each on ``batch_size`` fresh spectrally biased vectors.
+    steps : optimiser steps, each on ``batch_size`` fresh spectrally biased vectors (default 2000).
+    epochs : the same count in passes over ``epoch_vectors`` vectors (the paper's training set of
+        20,000; one epoch is ``epoch_vectors / batch_size`` steps); give ``steps`` or ``epochs``.
     lr : Adam learning rate, cosine-annealed to 1 % over the steps.
     degree : Chebyshev degree of the spectral filter.
     val_vectors : fixed validation vectors per system (the loss is logged every ``log_every`` steps).
@@ -294,7 +297,9 @@ class DCDMTrainOptions:
     params: dict = dataclasses.field(default_factory=dict)
     n_systems: int = 1
     seed: int = 0
-    steps: int = 2000
+    steps: Optional[int] = None
+    epochs: Optional[int] = None
+    epoch_vectors: int = 20_000
     batch_size: int = 10
     lr: float = 1e-3
     degree: int = 80
@@ -306,6 +311,13 @@ class DCDMTrainOptions:
     num_threads: int | None = None
 
     def __post_init__(self):
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("give dcdm either steps or epochs (an epoch is epoch_vectors / batch_size steps), not both")
+        if self.epochs is not None and (self.epochs < 1 or self.epoch_vectors < 1 or self.batch_size < 1):
+            raise ConfigError("epochs, epoch_vectors and batch_size must be >= 1")
+        steps = 2000 if self.epochs is None else -(-self.epochs * self.epoch_vectors // self.batch_size)
+        if self.steps is None:  # frozen: the resolved count is set once, here
+            object.__setattr__(self, "steps", steps)
         if self.steps < 1 or self.batch_size < 1 or self.n_systems < 1 or self.lr <= 0 or self.log_every < 1:
             raise ConfigError("steps, batch_size, n_systems and log_every must be >= 1 and lr > 0")
 
@@ -441,3 +453,15 @@ def solve_with_run(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | Non
     setup = time.perf_counter() - t0
     result = dcdm_solve(A, b, direction, tol=tol, maxiter=maxiter, x0=x0)
     return dataclasses.replace(result, setup_time=setup, method=f"dcdm:{run}")
+
+
+def _summary(r: dict) -> str:
+    return (f"run {r['run_dir']}: {r['steps']} steps, {r['parameters']} parameters, final loss {r['train_loss']:.4g} "
+            f"(validation {r['val_loss']:.4g}); use it with `sciml solve ... --method dcdm:{r['run_dir']}`")
+
+
+@register_trainer(KIND, DCDMTrainOptions, _summary, needs_data=False)
+def _fit(model, data, out: Path, options: dict, progress: bool, test_data) -> dict:
+    """``sciml.training.train("dcdm", pde=..., resolution=..., steps=...)``; ``model_config``: :class:`DCDMConfig`."""
+    options.pop("model", None)
+    return train_dcdm(out, config=options.pop("model_config", None), progress=progress, **options)

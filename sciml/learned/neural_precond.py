@@ -46,6 +46,7 @@ import torch
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError, ModelError
 from ..solvers.linear import SolveResult, register_run_method
+from ..training.api import register_trainer
 
 KIND = "precond"
 #: model config on top of each architecture's defaults (``--set`` overrides): FNO zero-pads the
@@ -255,10 +256,14 @@ def _prepare(matrices: list[sp.csr_matrix], shape: tuple[int, ...], opts: Precon
                     torch.from_numpy(np.concatenate(rar)), torch.from_numpy(np.concatenate(owner)))
 
 
-def build_network(model: str, dim: int, model_config: dict | None = None, seed: int = 0) -> torch.nn.Module:
-    """The grid operator ``model`` with ``2 dim + 1`` input channels and one output channel."""
+def build_network(model: str | torch.nn.Module, dim: int, model_config: dict | None = None,
+                  seed: int = 0) -> torch.nn.Module:
+    """The grid operator ``model`` with ``2 dim + 1`` input channels and one output channel
+    (a module built by :func:`sciml.operators.create` is checked and returned as given)."""
     from ..operators import base
 
+    if isinstance(model, torch.nn.Module):
+        return _checked_network(model, dim, model_config)
     if model not in base.available():
         from ..errors import UnknownNameError
 
@@ -275,6 +280,20 @@ def build_network(model: str, dim: int, model_config: dict | None = None, seed: 
                           "in_channels/out_channels from the model config")
     torch.manual_seed(seed)
     return base.create(model, **config)
+
+
+def _checked_network(net: torch.nn.Module, dim: int, model_config: dict | None) -> torch.nn.Module:
+    if model_config:
+        raise ConfigError("model_config applies to a model name; the given network is already built")
+    cfg = net.config_dict() if hasattr(net, "config_dict") else {}
+    if getattr(net, "input_kind", "grid") != "grid" or not getattr(net, "name", ""):
+        raise ConfigError(f"a neural preconditioner needs a registered grid operator (sciml.operators.create), got "
+                          f"{getattr(net, 'name', '') or type(net).__name__}")
+    if (cfg.get("in_channels"), cfg.get("out_channels")) != (2 * dim + 1, 1):
+        raise ConfigError(f"a {dim}-D neural preconditioner has {2 * dim + 1} input channels and 1 output, the given "
+                          f"{net.name} has {cfg.get('in_channels')} and {cfg.get('out_channels')}; build it with "
+                          f"in_channels={2 * dim + 1}, out_channels=1")
+    return net
 
 
 def _batch_loss(net, data: _Systems, idx: torch.Tensor, loss: str) -> torch.Tensor:
@@ -317,7 +336,7 @@ def load_matrices(data: str | Path, n: int | None = None, progress: bool = False
     return matrices, shape, info
 
 
-def train_preconditioner(model: str, data: str | Path, out: str | Path, model_config: dict | None = None,
+def train_preconditioner(model: str | torch.nn.Module, data: str | Path, out: str | Path, model_config: dict | None = None,
                          progress: bool = True, **options) -> dict:
     """Train the grid operator ``model`` as a preconditioner for the matrices of dataset ``data``.
 
@@ -642,3 +661,25 @@ def solve_fgmres(A, b, tol, maxiter, x0, run) -> SolveResult:
 def solve_hints(A, b, tol, maxiter, x0, run) -> SolveResult:
     """The ``hints:RUN`` solve method."""
     return neural_solve(A, b, run, "hints", tol, maxiter, x0)
+
+
+def _summary(r: dict) -> str:
+    val = f" (validation {r['val_loss']:.4g})" if r.get("val_loss") is not None else ""
+    return (f"run {r['run_dir']}: {r['model']} preconditioner, {r['epochs']} epochs, {r['parameters']} parameters, "
+            f"energy loss {r['train_loss']:.4g}{val}; use it with "
+            f"`sciml solve --data FILE --method hints:{r['run_dir']},fcg:{r['run_dir']},pcg-amg`")
+
+
+@register_trainer(KIND, PrecondTrainOptions, _summary)
+def _fit(model, data, out: Path, options: dict, progress: bool, test_data) -> dict:
+    """``sciml.training.train(MODEL, task="precond", data=...)``: a grid operator (name or module) as a preconditioner."""
+    model = model if model is not None else options.pop("model", None)
+    options.pop("model", None)
+    if model is None or model == KIND:
+        raise ConfigError("name the grid operator to train as a preconditioner, e.g. "
+                          "`sciml train fno --task precond --data darcy.h5 --out runs/p`")
+    if data is None:
+        raise ConfigError("no training data given; pass --data, a Darcy or ConDiff dataset (.h5) whose matrices "
+                          "the preconditioner learns")
+    return train_preconditioner(model, data, out, model_config=options.pop("model_config", None), progress=progress,
+                                **options)

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..config import dump_yaml, from_dict, to_dict
 from ..errors import ConfigError, DataError
@@ -36,7 +37,9 @@ class CoralTrainOptions:
     """Options of :func:`train_coral` (defaults: the paper's design-task settings, shortened).
 
     inr_epochs, processor_epochs: epochs of stage 1 (the two neural fields, meta-learned
-        auto-decoding) and stage 2 (the processor on frozen codes).
+        auto-decoding) and stage 2 (the processor on frozen codes); default 300 and 1000.
+    epochs: passes over the training data of each stage, as for every other kind of training:
+        sets whichever of ``inr_epochs`` and ``processor_epochs`` is not given.
     batch_size, lr_inr (fields' weights, AdamW), lr_code (learned inner step sizes),
         lr_processor (Adam), weight_decay.
     points: fraction of each sample's points used for training (``1.0``: all of them).
@@ -44,8 +47,9 @@ class CoralTrainOptions:
     checkpoint_every: save the model every this many epochs of either stage (and at each stage's end).
     """
 
-    inr_epochs: int = 300
-    processor_epochs: int = 1000
+    inr_epochs: Optional[int] = None
+    processor_epochs: Optional[int] = None
+    epochs: Optional[int] = None
     batch_size: int = 32
     lr_inr: float = 1e-4
     lr_code: float = 1e-4
@@ -60,6 +64,9 @@ class CoralTrainOptions:
     model_config: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        for key, default in (("inr_epochs", 300), ("processor_epochs", 1000)):
+            if getattr(self, key) is None:  # frozen: the resolved count is set once, here
+                object.__setattr__(self, key, default if self.epochs is None else self.epochs)
         if not 0 < self.points <= 1:
             raise ConfigError(f"points must be a fraction in (0, 1] of each sample's grid points, got {self.points}")
         for key in ("inr_epochs", "processor_epochs"):
@@ -130,13 +137,30 @@ def _coords(shape: tuple[int, ...], idx: torch.Tensor) -> torch.Tensor:
     return grid_points(shape)[idx]  # (N, K, d)
 
 
-def train_coral(data: str | Path, out: str | Path, progress: bool = True, **options: Any) -> dict:
+def _built_or_new(model: Optional[nn.Module], config: dict, opts: CoralTrainOptions) -> nn.Module:
+    from ..operators import base
+
+    if model is None:
+        return base.create("coral", **config)
+    if opts.model_config:
+        raise ConfigError("model_config applies to a model name; the given coral model is already built")
+    need = {k: config[k] for k in ("in_channels", "out_channels", "coord_dim")}
+    have = {k: model.config_dict().get(k) for k in need}
+    if getattr(model, "name", "") != "coral" or have != need:
+        raise ConfigError(f"the given model does not fit the data: the data need a coral model with {need}, got "
+                          f"{getattr(model, 'name', type(model).__name__)} with {have}")
+    return model
+
+
+def train_coral(data: str | Path, out: str | Path, progress: bool = True, model: Optional[nn.Module] = None,
+                **options: Any) -> dict:
     """Fit CORAL on ``data`` (a sciml dataset) and write the run directory ``out``.
 
     ``options``: :class:`CoralTrainOptions` (``model_config`` holds CORAL's architecture keys).
+    ``model``: a CORAL module built by :func:`sciml.operators.create`, trained as given (its
+    channel counts must match the data); default: built from ``model_config``.
     Returns a summary: run_dir, model, epochs per stage, final losses, parameters, seconds, points.
     """
-    from ..operators import base
     from ..operators.coral import fit_coral
 
     opts = from_dict(CoralTrainOptions, options, "coral training options")
@@ -158,7 +182,7 @@ def train_coral(data: str | Path, out: str | Path, progress: bool = True, **opti
         config = {"in_channels": sig.in_channels, "out_channels": sig.out_channels, "coord_dim": len(sig.dims),
                   **opts.model_config}
         torch.manual_seed(opts.seed)
-        model = base.create("coral", **config).to(device)
+        model = _built_or_new(model, config, opts).to(device)
         out.mkdir(parents=True, exist_ok=True)
         dump_yaml({**to_dict(opts), "model": "coral", "model_config": model.config_dict(),
                    "data": str(Path(data).resolve())}, out / ckpt.CONFIG)

@@ -349,7 +349,7 @@ def _config_yaml(opts: TrainOptions, operator: nn.Module, data, test_data) -> di
 # ----------------------------------------------------------------------------- public API
 
 
-def train(
+def train_operator(
     model_or_name: str | nn.Module | None = None,
     *,
     data: str | Path | None = None,
@@ -452,7 +452,7 @@ def _restart(out: Path, data, test_data, config: dict, options: dict) -> dict:
     for stale in [out / ckpt.MODEL_JSON, out / ckpt.WEIGHTS, out / ckpt.METRICS, *out.glob(".*.tmp")]:
         if stale.exists():  # written by the killed run before its first complete checkpoint
             stale.unlink()
-    return train(model, data=data, out=out, test_data=test_data, config=saved, **asked)
+    return train_operator(model, data=data, out=out, test_data=test_data, config=saved, **asked)
 
 
 def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
