@@ -227,7 +227,7 @@ def test_cli_trains_dcdm_and_solves_with_it(tmp_path, capsys):
     code, _, err = run_cli(["train", "dcdm", "--pde", "poisson", "--out", tmp_path / "x", "--option", "stepz=3"], capsys)
     assert_one_line_error(code, err, "did you mean 'steps'")
     code, _, err = run_cli(["train", "fno", "--data", "x.h5", "--out", tmp_path / "y", "--pde", "poisson"], capsys)
-    assert_one_line_error(code, err, "--pde is an option of the learned solvers")
+    assert_one_line_error(code, err, "unknown key 'pde' in training options")
     code, _, err = run_cli(["train", "dcdm", "--pde", "poisson", "-s", 8, "--set", "dim=3", "--out", tmp_path / "z"], capsys)
     assert_one_line_error(code, err, "the network is 3-D but poisson is 2-D")
     assert not (tmp_path / "z").exists()

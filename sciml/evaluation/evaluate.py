@@ -142,8 +142,9 @@ def evaluate(
         return {"kind": kind, "run": str(run_dir), **evaluate_cgs(run_dir, n_graphs=graphs),
                 "out": str(Path(run_dir) / "evaluation.json")}
     how = f"hints:{run_dir},fcg:{run_dir},fgmres:{run_dir}" if kind == "precond" else f"{kind}:{run_dir}"
-    raise ConfigError(f"{run_dir} is a {kind} run, a solver of linear systems: compare it with the classical solvers "
-                      f"by `sciml solve PDE -s N --method cg,pcg-ic,pcg-amg,{how}` (or `--data FILE` for a stored sample)")
+    what = "a neural preconditioner" if kind == "precond" else f"a {kind} solver"
+    raise ConfigError(f"{run_dir} is {what} of linear systems: compare it with the classical solvers by "
+                      f"`sciml solve PDE -s N --method cg,pcg-ic,pcg-amg,{how}` (or `--data FILE` for a stored sample)")
 
 
 def evaluate_operator(
@@ -244,6 +245,8 @@ def evaluate_many(
     if not runs:
         raise CheckpointError("no run to evaluate; name at least one run directory written by `sciml train`")
     kinds = {runs_format.kind(run) for run in runs}  # a CheckpointError names a folder that holds no run
+    if "cgs" in kinds and paths:
+        raise ConfigError("a cgs run is scored on fresh generated graphs; drop --data (use --graphs N)")
     for p in paths:
         if not Path(p).is_file():
             raise ModelError(f"test dataset {str(p)!r} not found; check the path or make it with `sciml generate`")

@@ -681,6 +681,11 @@ def _summary(r: dict) -> str:
 def _fit(model, data, out: Path, options: dict, progress: bool, test_data) -> dict:
     """``sciml.training.train("cgs", task="porenet", steps=...)``."""
     options.pop("model", None)
+    spec = _task(options["task"]) if options.get("task") in TASKS else None
+    if spec is not None:  # the graph generator's keywords may also be given as options (--option n_pores=...)
+        make = [p for p in inspect.signature(spec.make).parameters if p != "rng"]
+        moved = {k: options.pop(k) for k in list(options) if k in make}
+        options["params"] = {**options.get("params", {}), **moved}
     o = from_dict(CGSTrainOptions, options, "cgs training options")
     return train_cgs(o.task, out, updates=o.epochs if o.steps is None else o.steps, batch_graphs=o.batch_size, lr=o.lr,
                      seed=o.seed, heads=o.heads, gn_layers=o.gn_layers, progress=progress,

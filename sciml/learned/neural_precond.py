@@ -679,7 +679,6 @@ def _fit(model, data, out: Path, options: dict, progress: bool, test_data) -> di
         raise ConfigError("name the grid operator to train as a preconditioner, e.g. "
                           "`sciml train fno --task precond --data darcy.h5 --out runs/p`")
     if data is None:
-        raise ConfigError("no training data given; pass --data, a Darcy or ConDiff dataset (.h5) whose matrices "
-                          "the preconditioner learns")
+        raise ConfigError("--data is required: a Darcy or ConDiff dataset (.h5) whose matrices the preconditioner learns")
     return train_preconditioner(model, data, out, model_config=options.pop("model_config", None), progress=progress,
                                 **options)

@@ -197,7 +197,7 @@ def _coral_summary(r: dict) -> str:
 def _fit_coral(model, data, out: Path, options: dict, progress: bool, test_data) -> dict:
     """CORAL's two stages (:func:`sciml.training.coral.train_coral`); a built CORAL module is trained as given."""
     if data is None:
-        raise ConfigError("no training data given; pass data=PATH (--data), a dataset written by `sciml generate`")
+        raise ConfigError("--data is required: the training dataset (.h5), written by `sciml generate`")
     options.pop("model", None)
     return coral.train_coral(data, out, progress=progress, model=model if isinstance(model, nn.Module) else None,
                              **options)
