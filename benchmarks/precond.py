@@ -76,7 +76,7 @@ def train_run(family: str, model: str, protocol: dict, out: Path, device: str) -
     spec = FAMILIES[family]
     n, epochs = protocol["n_train"], protocol["epochs"]
     run_dir = out / "runs" / f"{family}-{model}-{n}x{epochs}"
-    meta_path = run_dir / "solver.json"
+    meta_path = run_dir / "run.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         print(f"{family}: reusing {run_dir}", flush=True)

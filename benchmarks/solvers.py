@@ -126,7 +126,7 @@ def dcdm_run(family: str, spec: dict, train: tuple[int, int, int], out: Path, de
     """The family's trained network (trained now, or reused from ``out/runs``): run dir, steps, seconds."""
     res, steps, n_systems = train
     run_dir = out / "runs" / f"{family}-s{res}-{steps}steps"
-    meta_path = run_dir / "solver.json"
+    meta_path = run_dir / "run.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         print(f"{family}: reusing the DCDM network in {run_dir}", flush=True)

@@ -6,14 +6,13 @@ change), written atomically as PNG.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .errors import CheckpointError
 from .io import atomic_path, read_text
+from .runs import read_metrics
 
 
 def figure(width: float, height: float):
@@ -85,23 +84,6 @@ def plot_samples(inputs, truth, pred, path: str | Path, n: int = 3,
     return save(fig, path)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The rows of ``RUN/metrics.jsonl`` (one per epoch)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found; it is written while `sciml train` runs, train the model first")
-    rows = []
-    for k, line in enumerate(read_text(path).splitlines()):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                raise CheckpointError(f"{path} line {k + 1} is not JSON; the run is damaged") from None
-    if not rows:
-        raise CheckpointError(f"{path} is empty; train at least one epoch")
-    return rows
-
-
 def _loss_name(run_dir: str | Path) -> str:
     import yaml
 
@@ -114,8 +96,9 @@ def _loss_name(run_dir: str | Path) -> str:
 
 def plot_loss(run_dir: str | Path, path: str | Path) -> Path:
     """Training (and validation/test) loss per epoch on a log scale, from ``RUN/metrics.jsonl``."""
-    rows = read_metrics(run_dir)
-    epochs = [r["epoch"] for r in rows]
+    rows = read_metrics(run_dir, required=True)
+    axis = "epoch" if "epoch" in rows[0] else "step"  # learned solvers log optimiser steps
+    epochs = [r.get(axis) for r in rows]
     fig = figure(6, 4)
     ax = fig.subplots()
     for key, label in (("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test")):
@@ -123,7 +106,7 @@ def plot_loss(run_dir: str | Path, path: str | Path) -> Path:
         if any(v is not None for v in vals):
             ax.plot(epochs, [np.nan if v is None else v for v in vals], label=label, lw=1.5)
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(axis)
     ax.set_ylabel(f"loss ({_loss_name(run_dir)})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import from_dict, load_yaml
+from . import runs
 from .errors import ConfigError
 
 
@@ -109,7 +110,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, progress: bool
     options = {"seed": exp.seed, **exp.train, "progress": progress}
     if exp.model_config:
         options["model_config"] = dict(exp.model_config)
-    if (run_dir / "model.json").exists():
+    if runs.holds_run(run_dir):
         training.resume(run_dir, test_data=test_h5, **options)
     else:
         training.train(exp.model, data=train_h5, out=run_dir, test_data=test_h5, **options)

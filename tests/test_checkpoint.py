@@ -38,7 +38,7 @@ def test_round_trip_gives_identical_predictions(run, darcy16):
     assert info.model_name == "fno" and info.epoch == 2 and info.normaliser.kind == "pointwise"
     assert info.signature.describe() == "pde=darcy inputs a -> u"
     # rebuild by hand from the raw files: same weights, same normaliser, same numbers
-    tensors = load_file(run / "model.safetensors")
+    tensors = load_file(run / "weights.safetensors")
     fresh = training.trainer.build_model("fno", info.model_config, info.signature, seed=123)
     fresh.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     fresh.eval()
@@ -92,14 +92,14 @@ def test_missing_run_and_missing_model_json(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         training.load_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="no model.json"):
+    with pytest.raises(CheckpointError, match="no run.json"):
         training.load_run(tmp_path / "empty")
 
 
 def _edit_json(run, **changes):
-    meta = json.loads((run / "model.json").read_text())
+    meta = json.loads((run / "run.json").read_text())
     meta.update(changes)
-    (run / "model.json").write_text(json.dumps(meta))
+    (run / "run.json").write_text(json.dumps(meta))
     return meta
 
 
@@ -110,7 +110,7 @@ def test_unknown_model_name_lists_the_valid_ones(copy):
 
 
 def test_config_that_fails_is_reported(copy):
-    meta = json.loads((copy / "model.json").read_text())
+    meta = json.loads((copy / "run.json").read_text())
     _edit_json(copy, config={**meta["config"], "width": -3})
     with pytest.raises(CheckpointError, match="cannot be built.*width"):
         training.load_run(copy)
@@ -120,7 +120,7 @@ def test_config_that_fails_is_reported(copy):
 
 
 def test_weights_of_another_architecture_are_detected(copy):
-    meta = json.loads((copy / "model.json").read_text())
+    meta = json.loads((copy / "run.json").read_text())
     _edit_json(copy, config={**meta["config"], "width": 12})
     with pytest.raises(CheckpointError, match=r"checkpoint is of another architecture: .*shape"):
         training.load_run(copy)
@@ -130,10 +130,10 @@ def test_weights_of_another_architecture_are_detected(copy):
 
 
 def test_damaged_weights_file(copy):
-    data = (copy / "model.safetensors").read_bytes()
-    (copy / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="model.safetensors"):
+    data = (copy / "weights.safetensors").read_bytes()
+    (copy / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="weights.safetensors"):
         training.load_run(copy)
-    (copy / "model.json").write_text("{not json")
+    (copy / "run.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         training.load_run(copy)

@@ -60,7 +60,7 @@ def test_run_directory_records_both_stages(fitted):
     assert [r["stage"] for r in rows] == ["inr"] * 20 + ["processor"] * 120
     assert rows[-1]["train_loss"] < 0.1 * rows[20]["train_loss"]  # the processor learnt the code map
     assert rows[19]["train_loss"] < 0.5 * rows[0]["train_loss"]  # the fields learnt to represent
-    meta = json.loads((out / "model.json").read_text())
+    meta = json.loads((out / "run.json").read_text())
     assert meta["model"] == "coral" and meta["stage"] == "processor" and meta["points"] == 0.3
 
 

@@ -195,8 +195,8 @@ def test_errors_name_the_problem(tmp_path, poisson_run):
     out, _ = poisson_run
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "solver.json").write_text((out / "solver.json").read_text())
-    (bad / "solver.safetensors").write_bytes(b"garbage")
+    (bad / "run.json").write_text((out / "run.json").read_text())
+    (bad / "weights.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_dcdm(bad)
     with pytest.raises(ConfigError, match="already holds a run"):
@@ -233,6 +233,6 @@ def test_cli_trains_dcdm_and_solves_with_it(tmp_path, capsys):
     assert not (tmp_path / "z").exists()
     code, _, err = run_cli(["evaluate", out], capsys)
     assert_one_line_error(code, err, "is a dcdm solver", f"dcdm:{out}")
-    (out / "solver.json").write_text("{not json")
+    (out / "run.json").write_text("{not json")
     code, _, err = run_cli(["evaluate", out], capsys)
-    assert_one_line_error(code, err, "solver.json is damaged")
+    assert_one_line_error(code, err, "run.json is damaged")

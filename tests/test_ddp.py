@@ -113,7 +113,7 @@ def test_two_processes_give_the_weights_and_metrics_of_one(two_process_run, darc
     one = tmp_path / "one"
     training.train("fno", data=train, test_data=test, out=one, model_config=SMALL_FNO, **OPTIONS)
 
-    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    a, b = load_file(one / "weights.safetensors"), load_file(two / "weights.safetensors")
     assert a.keys() == b.keys()
     # The ranks' gradients are summed by an all-reduce in another order than one process sums
     # the batch (float32: ~1e-7 relative per step); Adam divides by sqrt(v), which keeps that
@@ -123,7 +123,7 @@ def test_two_processes_give_the_weights_and_metrics_of_one(two_process_run, darc
     # the tolerance is far below what a per-rank batch meaning would give (half the global batch)
     half = tmp_path / "half"
     training.train("fno", data=train, test_data=test, out=half, model_config=SMALL_FNO, **{**OPTIONS, "batch_size": 2})
-    c = load_file(half / "model.safetensors")
+    c = load_file(half / "weights.safetensors")
     assert max(float((c[k] - a[k]).abs().max()) for k in a) > 1e-3
 
     ra, rb = rows(one), rows(two)
@@ -131,20 +131,20 @@ def test_two_processes_give_the_weights_and_metrics_of_one(two_process_run, darc
     for x, y in zip(ra, rb):
         for key in ("train_loss", "val_loss", "test_loss"):
             assert y[key] == pytest.approx(x[key], rel=1e-5), key
-    meta_a, meta_b = (json.loads((d / "model.json").read_text()) for d in (one, two))
+    meta_a, meta_b = (json.loads((d / "run.json").read_text()) for d in (one, two))
     assert meta_b["n_train"] == meta_a["n_train"] == 13 and meta_b["epoch"] == 2
-    assert load_file(two / "model.safetensors")["normaliser.inputs.mean"].equal(a["normaliser.inputs.mean"])
+    assert load_file(two / "weights.safetensors")["normaliser.inputs.mean"].equal(a["normaliser.inputs.mean"])
 
     # only rank 0 wrote: config, then weights + state + metrics each epoch; rank 1 said nothing
     writes = log.read_text().split("\n")[:-1]
     assert {w.split()[0] for w in writes} == {"0"}, writes
     names = [w.split()[1] for w in writes]
-    assert names.count("metrics.jsonl") == 2 and names.count("model.safetensors") == 2
+    assert names.count("metrics.jsonl") == 2 and names.count("weights.safetensors") == 2
     assert names.count("train_state.pt") == 2 and names.count("config.yaml") == 1
     assert proc.stdout.count("run ") == 1 and "2 epochs" in proc.stdout, proc.stdout
     assert "error" not in proc.stderr.lower(), proc.stderr
-    assert sorted(p.name for p in two.iterdir()) == ["config.yaml", "metrics.jsonl", "model.json",
-                                                    "model.safetensors", "train_state.pt"]
+    assert sorted(p.name for p in two.iterdir()) == ["config.yaml", "metrics.jsonl", "run.json",
+                                                    "train_state.pt", "weights.safetensors"]
 
 
 def test_resumed_two_process_run_matches_a_straight_one(two_process_run, darcy16, tmp_path):
@@ -159,7 +159,7 @@ def test_resumed_two_process_run_matches_a_straight_one(two_process_run, darcy16
     again = run([*sciml, "train", "--resume", str(split), "--epochs", "2", "--no-progress", "--nproc", "2"], tmp_path)
     assert again.stdout.count("run ") == 1 and "2 epochs" in again.stdout, again.stdout
 
-    a, b = load_file(straight / "model.safetensors"), load_file(split / "model.safetensors")
+    a, b = load_file(straight / "weights.safetensors"), load_file(split / "weights.safetensors")
     for k in a:  # the same operations in the same order: equal up to the last bit in practice
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
     ra, rb = rows(straight), rows(split)

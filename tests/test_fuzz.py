@@ -240,7 +240,7 @@ def run_and_mat(tmp_path_factory):
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(target="config.yaml", edits=[(0.0, b"\x80")], cut=None)  # found by this test: a UnicodeDecodeError traceback
-@given(target=st.sampled_from(["model.safetensors", "model.json", "train_state.pt", "config.yaml"]),
+@given(target=st.sampled_from(["weights.safetensors", "run.json", "train_state.pt", "config.yaml"]),
        edits=mutations, cut=st.one_of(st.none(), st.floats(0, 1)))
 def test_mutated_checkpoints_are_loaded_or_refused_in_one_line(run_and_mat, tmp_path, capsys, target, edits, cut):
     import shutil

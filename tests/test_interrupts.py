@@ -105,7 +105,7 @@ def test_kill_train_at_a_random_moment_then_resume_matches_an_uninterrupted_run(
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert_valid(run)
-    a, b = load_file(ref / "model.safetensors"), load_file(run / "model.safetensors")
+    a, b = load_file(ref / "weights.safetensors"), load_file(run / "weights.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)

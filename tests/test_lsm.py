@@ -251,7 +251,7 @@ def test_training_on_darcy16_lowers_the_test_error(trained):
     # measured on darcy16 (seeds 0-3): train loss 0.20-0.23 -> 0.050-0.053, test 0.063-0.070 after 40 epochs
     assert rows[-1]["train_loss"] < 0.4 * rows[0]["train_loss"], [r["train_loss"] for r in rows]
     assert summary["test_loss"] < 0.1
-    assert json.loads((out / "model.json").read_text())["config"]["padding"] is None
+    assert json.loads((out / "run.json").read_text())["config"]["padding"] is None
 
 
 def test_trained_run_evaluates_at_another_resolution(trained, tmp_path):

@@ -136,7 +136,7 @@ def test_training_lowers_the_energy_loss(trained):
     # one line search along z = A^-1 r leaves no energy error; z = r (untrained) leaves ~0.9
     assert rows[0]["val_loss"] > 0.3
     assert rows[-1]["val_loss"] < 0.5 * rows[0]["val_loss"]
-    meta = json.loads((out / "solver.json").read_text())
+    meta = json.loads((out / "run.json").read_text())
     assert meta["kind"] == "precond" and meta["model"] == "mgno" and meta["shape"] == [32, 32] and meta["epoch"] == 6
 
 

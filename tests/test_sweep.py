@@ -77,7 +77,7 @@ def test_two_workers_write_a_row_per_cell_with_finite_errors(runs):
     assert (outputs["parallel"] / "results.png").stat().st_size > 5000
     record = json.loads((outputs["parallel"] / "cells" / "fno-darcy-s0" / "result.json").read_text())
     assert record["spec"]["train"]["seed"] == 0 and record["spec"]["data"]["test"].endswith("test.h5")
-    assert (outputs["parallel"] / "cells" / "fno-darcy-s0" / "model.safetensors").is_file()  # the cell is a run
+    assert (outputs["parallel"] / "cells" / "fno-darcy-s0" / "weights.safetensors").is_file()  # the cell is a run
 
 
 def test_cells_on_two_workers_equal_the_serial_run(runs):

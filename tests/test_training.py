@@ -122,9 +122,9 @@ def test_training_lowers_the_loss_and_writes_the_run(tmp_path, darcy16):
     assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"], [r["train_loss"] for r in rows]
     assert summary["train_loss"] == rows[-1]["train_loss"] and summary["epochs"] == 20
     assert summary["test_loss"] == rows[-1]["test_loss"]
-    for name in ("config.yaml", "model.safetensors", "model.json", "train_state.pt", "loss.png"):
+    for name in ("config.yaml", "weights.safetensors", "run.json", "train_state.pt", "loss.png"):
         assert (out / name).is_file(), name
-    meta = json.loads((out / "model.json").read_text())
+    meta = json.loads((out / "run.json").read_text())
     assert meta["model"] == "fno" and meta["epoch"] == 20 and meta["normaliser"]["kind"] == "pointwise"
     assert meta["signature"]["inputs"] == ["a"] and meta["config"]["in_channels"] == 1
     assert not list(out.glob(".*tmp")), "temporary files left behind"
@@ -136,8 +136,8 @@ def test_resume_continues_exactly_like_a_straight_run(tmp_path, darcy16):
     small_run(darcy16[0], tmp_path / "split", epochs=2, **opts)
     summary = training.train(out=tmp_path / "split", resume=True, epochs=4, progress=False, figures=False)
     assert summary["epochs"] == 4 and summary["epochs_run"] == 2
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "split" / "model.safetensors")
+    a = load_file(tmp_path / "straight" / "weights.safetensors")
+    b = load_file(tmp_path / "split" / "weights.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
@@ -177,7 +177,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, darcy
     out = tmp_path / "r"
     with pytest.raises(ModelError, match=r"diverged.*nan at epoch 2.*last good checkpoint \(epoch 1\)"):
         training.train(model, data=darcy16[0], out=out, epochs=3, batch_size=8, **QUIET)
-    assert json.loads((out / "model.json").read_text())["epoch"] == 1
+    assert json.loads((out / "run.json").read_text())["epoch"] == 1
     model_back, _ = training.load_run(out)
     assert all(torch.isfinite(p).all() for p in model_back.parameters())
 

@@ -101,7 +101,7 @@ def test_yaml_constructor_in_a_config(tmp_path, capsys):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("target", ["model.safetensors", "model.json", "config.yaml"])
+@pytest.mark.parametrize("target", ["weights.safetensors", "run.json", "config.yaml"])
 def test_poisoned_run_directory_for_evaluate(trained, target, tmp_path, capsys):
     data, run = trained
     marker, copy = tmp_path / "pwned", copied(run, tmp_path)
@@ -117,7 +117,7 @@ def test_poisoned_run_directory_for_evaluate(trained, target, tmp_path, capsys):
 def test_torch_save_file_posing_as_safetensors(trained, tmp_path, capsys):
     data, run = trained
     marker, copy = tmp_path / "pwned", copied(run, tmp_path)
-    torch.save({"weights": Payload(marker)}, copy / "model.safetensors")  # a zip holding a pickle
+    torch.save({"weights": Payload(marker)}, copy / "weights.safetensors")  # a zip holding a pickle
     code, _, err = run_cli(["evaluate", copy, "--data", data], capsys)
     assert_one_line_error(code, err)
     assert not marker.exists()
@@ -141,7 +141,7 @@ def test_pickle_instead_of_learned_solver_weights(tmp_path, capsys):
     marker = tmp_path / "pwned"
     run = tmp_path / "dcdm"
     dcdm.train_dcdm(run, pde="poisson", resolution=10, n_systems=1, steps=2, seed=0)
-    (run / "solver.safetensors").write_bytes(pickled(marker))
+    (run / "weights.safetensors").write_bytes(pickled(marker))
     code, _, err = run_cli(["solve", "poisson", "-s", "10", "--method", f"dcdm:{run}"], capsys)
     assert_one_line_error(code, err)
     assert not marker.exists()

@@ -38,6 +38,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..training.api import register_trainer
 from ..io import atomic_write_text
 from .. import runs as learned_runs
+from ..runs import register_kind
 
 KIND = "cgs"
 
@@ -485,7 +486,7 @@ def train_cgs(
     ``model``: overrides of :class:`CGSConfig` fields; ``task_params``: keywords of the graph
     generator (``pore_network`` / ``random_mdp``), e.g. ``n_pores=(13, 86)``.
 
-    Writes ``solver.safetensors``, ``solver.json`` (config, task, task_params, normalisation) and
+    Writes the run directory (:mod:`sciml.runs`: weights, ``run.json`` with config, task, task_params, normalisation) and
     ``metrics.jsonl`` (loss per update, written every ``log_every`` updates and at the end).
     Returns a summary dict.
     """
@@ -503,9 +504,7 @@ def train_cgs(
     config = from_dict(CGSConfig, {**spec.model, "heads": heads, "gn_layers": gn_layers, **overrides},
                        where="cgs model config")
 
-    out = Path(out)
-    if (out / learned_runs.META).exists() or (out / "model.json").exists():
-        raise ConfigError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
+    out = learned_runs.check_new(out)
     torch.manual_seed(seed)
     net = CGS(config)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -538,7 +537,7 @@ def train_cgs(
     learned_runs.write_metrics(out, rows)
     training = dict(updates=updates, batch_graphs=batch_graphs, lr=lr, seed=seed, regenerate_every=regenerate_every,
                     train_time_s=round(train_time, 3))
-    learned_runs.save_learned(out, KIND, net.config_dict(), net, extra=dict(
+    learned_runs.save_network(out, KIND, net.config_dict(), net, extra=dict(
         task=task, task_params=params, normalisation=net.normalisation(), training=training))
     tail = rows[-min(len(rows), regenerate_every):]
     return dict(run_dir=str(out), task=task, updates=updates, train_time_s=train_time,
@@ -553,7 +552,7 @@ def train_cgs(
 def load_cgs(run_dir: str | Path) -> tuple[CGS, dict]:
     """``(model in eval mode, metadata)`` of a :func:`train_cgs` run; CheckpointError if it is
     missing, damaged or not a CGS run."""
-    state, meta = learned_runs.read_learned(run_dir, kind=KIND)
+    state, meta = learned_runs.read_network(run_dir, kind=KIND)
     if meta.get("task") not in TASKS or not isinstance(meta.get("normalisation"), dict):
         raise CheckpointError(f"{Path(run_dir) / learned_runs.META} lacks a valid 'task' or 'normalisation'; "
                               "retrain the run")
@@ -565,6 +564,9 @@ def load_cgs(run_dir: str | Path) -> tuple[CGS, dict]:
                               "retrain the run") from None
     learned_runs.load_state(net, state, run_dir)
     return net, meta
+
+
+register_kind(KIND, load_cgs)
 
 
 def _porenet_metrics(graphs: list, pred: np.ndarray) -> dict:

@@ -44,6 +44,7 @@ from torch import nn
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError
 from ..solvers.linear import SolveResult, register_run_method, relative_residual
+from ..runs import register_kind
 from ..training.api import register_trainer
 from .spectral_rhs import LOW_FRACTION, LOW_WEIGHT, SpectralRHS
 
@@ -352,11 +353,9 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
 
     Returns ``{"run_dir", "steps", "train_loss", "val_loss", "parameters", "seconds"}``.
     """
-    from ..runs import save_learned, step_progress, write_metrics
+    from ..runs import check_new, save_network, step_progress, write_metrics
 
-    out = Path(out)
-    if (out / "solver.json").exists() or (out / "model.json").exists():
-        raise ConfigError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
+    out = check_new(out)
     opts = from_dict(DCDMTrainOptions, options, "DCDM training options")
     device = _device(opts.device)
     systems = _training_systems(opts)
@@ -404,7 +403,7 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
                 bar.update(task, advance=1, loss=f"{loss.item():.3g}")
         meta = {"train": to_dict(opts), "parameters": parameter_count(net), "steps": opts.steps,
                 "val_loss": rows[-1]["val_loss"], "seconds": time.perf_counter() - t0}
-        save_learned(out, KIND, to_dict(config), net, extra=meta)
+        save_network(out, KIND, to_dict(config), net, extra=meta)
     finally:
         torch.set_num_threads(threads)
     return {"run_dir": str(out), "steps": opts.steps, "train_loss": rows[-1]["train_loss"],
@@ -432,11 +431,14 @@ _CACHE: dict[str, tuple[DCDMNet, dict]] = {}
 
 def load_dcdm(run_dir: str | Path) -> tuple[DCDMNet, dict]:
     """The trained network (eval mode, CPU) and the run's metadata."""
-    from ..runs import load_state, read_learned
+    from ..runs import load_state, read_network
 
-    state, meta = read_learned(run_dir, KIND)
-    config = from_dict(DCDMConfig, meta["config"], f"{run_dir}/solver.json config")
+    state, meta = read_network(run_dir, KIND)
+    config = from_dict(DCDMConfig, meta["config"], f"{run_dir} dcdm config")
     return load_state(DCDMNet(config), state, run_dir), meta
+
+
+register_kind(KIND, load_dcdm)
 
 
 @register_run_method("dcdm")

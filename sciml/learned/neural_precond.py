@@ -46,6 +46,7 @@ import torch
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError, ModelError
 from ..solvers.linear import SolveResult, register_run_method
+from ..runs import register_kind
 from ..training.api import register_trainer
 
 KIND = "precond"
@@ -341,13 +342,11 @@ def train_preconditioner(model: str | torch.nn.Module, data: str | Path, out: st
     """Train the grid operator ``model`` as a preconditioner for the matrices of dataset ``data``.
 
     ``options`` are :class:`PrecondTrainOptions`. Writes the run directory ``out`` (weights,
-    ``solver.json``, ``metrics.jsonl``) and returns a summary.
+    ``run.json``, ``metrics.jsonl``) and returns a summary.
     """
-    from ..runs import save_learned, step_progress, write_metrics
+    from ..runs import check_new, save_network, step_progress, write_metrics
 
-    out = Path(out)
-    if (out / "solver.json").exists() or (out / "model.json").exists():
-        raise ConfigError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
+    out = check_new(out)
     opts = from_dict(PrecondTrainOptions, options, "precond training options")
     from ..training.build import resolve_device
 
@@ -400,7 +399,7 @@ def train_preconditioner(model: str | torch.nn.Module, data: str | Path, out: st
                 rows.append(row)
                 write_metrics(out, rows)
                 if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs:
-                    save_learned(out, KIND, net.config_dict(), net,
+                    save_network(out, KIND, net.config_dict(), net,
                                  extra={**meta_base, "epoch": epoch, "train_loss": row["train_loss"],
                                         "val_loss": row.get("val_loss"), "seconds": row["seconds"]})
     finally:
@@ -417,14 +416,17 @@ def train_preconditioner(model: str | torch.nn.Module, data: str | Path, out: st
 def load_preconditioner(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     """The trained network (eval mode, CPU) and the run's metadata."""
     from ..operators import base
-    from ..runs import load_state, read_learned
+    from ..runs import load_state, read_network
 
-    state, meta = read_learned(run_dir, KIND)
+    state, meta = read_network(run_dir, KIND)
     name = meta.get("model")
     if name not in base.available():
-        raise ModelError(f"{run_dir}/solver.json names the model {name!r}, which this sciml does not have; retrain the run")
+        raise ModelError(f"{run_dir}: its run.json names the model {name!r}, which this sciml does not have; retrain the run")
     net = base.create(name, **meta["config"])
     return load_state(net, state, run_dir), meta
+
+
+register_kind(KIND, load_preconditioner)
 
 
 #: CUDA graphs of a network's forward pass, per network and grid: (graph, static input, static output)

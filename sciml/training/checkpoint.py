@@ -1,27 +1,19 @@
-"""Run directories: safe checkpoints that never unpickle anything.
+"""Operator runs (grid and point operators, CORAL) in the one run-directory format of :mod:`sciml.runs`.
 
-A run directory holds
-
-* ``config.yaml``: resolved training options, model config and data paths;
-* ``model.safetensors``: the model weights (``model.<name>``, complex tensors as real views, see
-  :func:`sciml.operators.base.state_to_safetensors`) and the normaliser statistics
-  (``normaliser.inputs.mean`` ...);
-* ``model.json``: model name and config, input kind, normaliser kind, dataset signature,
-  sciml version, epoch; the model is rebuilt from it alone;
-* ``train_state.pt``: optimiser and scheduler state dicts, epoch, RNG states and best loss,
-  written with ``torch.save`` and read with ``torch.load(weights_only=True)``;
-* ``metrics.jsonl``: one JSON line per epoch.
-
-Every file is written atomically (temporary file + rename).
+Besides ``run.json`` (kind ``operator`` or ``coral``; model name and config, input kind,
+normaliser kind, dataset signature, epoch: the model is rebuilt from it alone), the weights file
+holds the model weights (``model.<name>``, complex tensors as real views, see
+:func:`sciml.operators.base.state_to_safetensors`) and the normaliser statistics
+(``normaliser.inputs.mean`` ...). ``config.yaml`` holds the resolved training options, model config
+and data paths; ``train_state.pt`` the optimiser and scheduler state dicts, epoch, RNG states and
+best loss, written with ``torch.save`` and read with ``torch.load(weights_only=True)``;
+``metrics.jsonl`` one JSON line per epoch. Every file is written atomically.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import pickle
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +23,12 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ModelError, SciMLError, UnknownNameError
-from ..io import atomic_path, atomic_write_text, read_text
+from ..io import atomic_path, read_text
+from .. import runs
+from ..runs import CONFIG, META, TRAIN_STATE, WEIGHTS
 from .data import DatasetSignature, GridData
 from .normalisers import DataNormaliser
 
-MODEL_JSON = "model.json"
-WEIGHTS = "model.safetensors"
-TRAIN_STATE = "train_state.pt"
-CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
-FORMAT = 1
 
 
 @dataclass
@@ -126,61 +114,39 @@ def save_model(
     epoch: int,
     extra: dict | None = None,
 ) -> None:
-    """Write ``model.safetensors`` and ``model.json`` for a registered operator."""
-    from safetensors.torch import save_file
-
-    from .. import __version__
+    """Write the weights and ``run.json`` of a registered operator (kind ``coral`` for CORAL)."""
     from ..operators.base import state_to_safetensors
 
-    run_dir = Path(run_dir)
     name = getattr(operator, "name", "")
     if not name or not hasattr(operator, "config_dict"):
         raise CheckpointError(
             f"cannot checkpoint a {type(operator).__name__}: only registered sciml operators can be saved "
             "(build it with sciml.operators.create)"
         )
+    kind = "coral" if name == "coral" else "operator"
     tensors = {f"model.{k}": v for k, v in state_to_safetensors(operator).items()}
-    tensors.update({f"normaliser.{k}": v.contiguous().clone() for k, v in normaliser.state().items()})
-    with atomic_path(run_dir / WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "sciml", "model": name})
-    meta = {
-        "format": FORMAT,
+    tensors.update({f"normaliser.{k}": v for k, v in normaliser.state().items()})
+    runs.write_weights(run_dir, tensors, kind)
+    runs.write_meta(run_dir, kind, {
         "model": name,
         "config": operator.config_dict(),
         "input_kind": getattr(operator, "input_kind", "grid"),
         "normaliser": normaliser.meta(),
         "signature": signature.to_dict(),
         "epoch": int(epoch),
-        "sciml_version": __version__,
-        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
-    }
-    atomic_write_text(run_dir / MODEL_JSON, _json(meta))
-
-
-def _json(meta: dict) -> str:
-    """Indented JSON with lists of numbers kept on one line (coordinates stay readable)."""
-    text = json.dumps(meta, indent=2)
-    flat = re.compile(r"\[\s+([-+0-9.eE,\s]+?)\s+\]")
-    return flat.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text) + "\n"
+    })
 
 
 def read_model_json(run_dir: str | Path) -> dict:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {str(run_dir)!r} not found; train a model with `sciml train --out {run_dir}`")
-    path = run_dir / MODEL_JSON
-    if not path.is_file():
-        raise CheckpointError(
-            f"{run_dir} is not a finished run (no {MODEL_JSON}); train into it or point to another run directory"
-        )
-    try:
-        meta = json.loads(read_text(path))
-    except (ValueError, UnicodeDecodeError):
-        raise CheckpointError(f"{path} is not valid JSON; the run is damaged, retrain it") from None
-    missing = [k for k in ("model", "config", "signature") if k not in meta] if isinstance(meta, dict) else ["model"]
+    """The checked metadata of an operator or CORAL run (``run.json``, or ``model.json`` of an older run)."""
+    meta = runs.read_meta(run_dir)
+    if meta["kind"] not in ("operator", "coral"):
+        raise CheckpointError(f"{run_dir} holds a {meta['kind']} run, not a trained operator; use it with "
+                              f"`sciml solve` (or `sciml evaluate` for cgs)")
+    missing = [k for k in ("model", "config", "signature") if k not in meta]
     if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}; it was not written by sciml, retrain the model")
+        raise CheckpointError(f"{run_dir / META} lacks {', '.join(missing)}; it was not written by sciml, retrain the model")
     return meta
 
 
@@ -206,36 +172,24 @@ def _check_architecture(operator: nn.Module, got: dict[str, torch.Tensor], path:
     from ..operators.base import state_to_safetensors
 
     expected = state_to_safetensors(operator)
-    fix = f"{MODEL_JSON} and {WEIGHTS} do not belong together, restore both from one run or retrain"
+    fix = f"{META} and {WEIGHTS} do not belong together, restore both from one run or retrain"
     for key, value in expected.items():
         if key not in got:
             raise CheckpointError(
                 f"checkpoint is of another architecture: {path.name} lacks {key!r}, which the {name} config "
-                f"in {MODEL_JSON} needs; {fix}"
+                f"in {META} needs; {fix}"
             )
         if tuple(got[key].shape) != tuple(value.shape) or got[key].dtype.is_complex != value.dtype.is_complex:
             raise CheckpointError(
                 f"checkpoint is of another architecture: {path.name} has {key!r} of shape {tuple(got[key].shape)}, "
-                f"the {name} config in {MODEL_JSON} needs shape {tuple(value.shape)}; {fix}"
+                f"the {name} config in {META} needs shape {tuple(value.shape)}; {fix}"
             )
     extra = sorted(set(got) - set(expected))
     if extra:
         raise CheckpointError(
             f"checkpoint is of another architecture: {path.name} has {extra[0]!r}, which the {name} config "
-            f"in {MODEL_JSON} does not have; {fix}"
+            f"in {META} does not have; {fix}"
         )
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found; the run has no saved weights, train it first")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); the run is damaged, retrain it") from None
 
 
 def load_operator(run_dir: str | Path) -> tuple[nn.Module, RunInfo]:
@@ -247,8 +201,8 @@ def load_operator(run_dir: str | Path) -> tuple[nn.Module, RunInfo]:
     run_dir = Path(run_dir)
     meta = read_model_json(run_dir)
     name = str(meta["model"])
-    operator = build_operator(name, meta["config"], str(run_dir / MODEL_JSON))
-    tensors = _read_weights(run_dir / WEIGHTS)
+    operator = build_operator(name, meta["config"], str(run_dir / META))
+    tensors = runs.read_weights(run_dir)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     _check_architecture(operator, weights, run_dir / WEIGHTS, name)
     load_safetensors_state(operator, weights)
@@ -258,7 +212,7 @@ def load_operator(run_dir: str | Path) -> tuple[nn.Module, RunInfo]:
     try:
         signature = DatasetSignature.from_dict(meta["signature"])
     except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{run_dir / MODEL_JSON} has an invalid dataset signature; the run is damaged, retrain it") from None
+        raise CheckpointError(f"{run_dir / META} has an invalid dataset signature; the run is damaged, retrain it") from None
     config: dict = {}
     cfg_path = run_dir / CONFIG
     if cfg_path.is_file():
@@ -351,3 +305,7 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not {"epoch", "optimizer", "scheduler", "rng"} <= set(state):
         raise CheckpointError(f"{path} is not a sciml training state; delete it or start a new run")
     return state
+
+
+runs.register_kind("operator", load_run)
+runs.register_kind("coral", load_run)

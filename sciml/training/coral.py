@@ -6,7 +6,7 @@ per axis, as :class:`sciml.operators.adapters.PointsOnGrid` uses at evaluation) 
 random fraction ``points`` is kept per sample (``default_rng([seed, i])``), the same points for
 the input and the output function, as in CORAL's irregular-grid experiments. Values are
 normalised per channel (global Gaussian statistics of the training set); the run directory is the
-standard one (``model.safetensors``, ``model.json``, ``config.yaml``, ``metrics.jsonl``), so
+standard one (:mod:`sciml.runs`: ``run.json`` of kind ``coral``, weights, ``config.yaml``, ``metrics.jsonl``), so
 ``sciml evaluate`` scores it on full grids, and :func:`evaluate_on_points` on other samplings.
 """
 
@@ -26,6 +26,7 @@ from torch import nn
 from ..config import dump_yaml, from_dict, to_dict
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text
+from .. import runs
 from . import checkpoint as ckpt
 from .build import resolve_device
 from .data import GridData, inside_domain, load_grid_data
@@ -164,9 +165,7 @@ def train_coral(data: str | Path, out: str | Path, progress: bool = True, model:
     from ..operators.coral import fit_coral
 
     opts = from_dict(CoralTrainOptions, options, "coral training options")
-    out = Path(out)
-    if (out / ckpt.MODEL_JSON).exists() or (out / ckpt.TRAIN_STATE).exists():
-        raise ConfigError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
+    out = runs.check_new(out)
     device = resolve_device(opts.device)
     threads = torch.get_num_threads()
     if opts.num_threads:
@@ -202,7 +201,7 @@ def train_coral(data: str | Path, out: str | Path, progress: bool = True, model:
                                 f"lower lr_inr / lr_processor")
             rows.append({"epoch": len(rows) + 1, "stage": stage, "stage_epoch": epoch + 1, "train_loss": loss,
                          "seconds": time.perf_counter() - t0})
-            atomic_write_text(out / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+            runs.write_metrics(out, rows)
             bar.update(tasks[stage], advance=1, loss=f"{loss:.3g}")
             if (epoch + 1) % opts.checkpoint_every == 0 or epoch + 1 == stage_epochs[stage]:
                 save(stage, epoch + 1, loss)

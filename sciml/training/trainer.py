@@ -23,6 +23,7 @@ from torch import nn
 from ..config import dump_yaml
 from ..errors import CheckpointError, ConfigError, ModelError
 from ..io import atomic_write_text, output_lock, read_text
+from .. import runs
 from . import checkpoint as ckpt
 from .build import build_model
 from .data import DatasetSignature, GridData, load_grid_data
@@ -129,21 +130,9 @@ def _progress(enabled: bool, epochs: int, start: int, batches: int):
     return progress, task
 
 
-def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    atomic_write_text(run_dir / ckpt.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
-
-
 def _read_metrics(run_dir: Path, upto: int) -> list[dict]:
-    path = run_dir / ckpt.METRICS
-    if not path.is_file():
-        return []
-    rows = []
-    for line in read_text(path).splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if int(row.get("epoch", 0)) <= upto:
-                rows.append(row)
-    return rows
+    """The metrics rows of the epochs up to ``upto`` (those of a resumed run's checkpoint)."""
+    return [row for row in runs.read_metrics(run_dir) if int(row.get("epoch", 0)) <= upto]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -272,7 +261,7 @@ def _loop(run: _Run, world: World = World()) -> dict:
             run.best_loss = min(run.best_loss, row.get("val_loss", train_loss))
             run.metrics.append(row)
             if world.is_main:
-                _write_metrics(out, run.metrics)
+                runs.write_metrics(out, run.metrics)
                 if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs:
                     checkpoint(epoch, train_loss)
             progress.update(task, losses="  ".join(
@@ -302,8 +291,8 @@ def _loop(run: _Run, world: World = World()) -> dict:
 
 def _saved_epoch(out: Path) -> int:
     try:
-        return int(json.loads(read_text(out / ckpt.MODEL_JSON)).get("epoch", 0))
-    except (OSError, ValueError):
+        return int(runs.read_meta(out).get("epoch", 0))
+    except CheckpointError:
         return 0
 
 
@@ -388,9 +377,7 @@ def train_operator(
                           "sciml.training.coral.train_coral(data, out, ...) or `sciml train coral --data D.h5 --out RUN`")
     if data is None:
         raise ConfigError("no training data given; pass data=PATH (--data) of a dataset written by `sciml generate`")
-    out = Path(out)
-    if (out / ckpt.MODEL_JSON).exists() or (out / ckpt.TRAIN_STATE).exists():
-        raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+    out = runs.check_new(out, resumable=True)
     with _threads(opts.num_threads), ddp_world(opts.device) as world, contextlib.ExitStack() as lock:
         with world.agree("preparing the run"):
             if world.is_main:  # inside the agreement: a refused lock stops every rank
@@ -449,7 +436,7 @@ def _restart(out: Path, data, test_data, config: dict, options: dict) -> dict:
     saved.pop("data", None)
     saved.pop("test_data", None)
     model = saved.pop("model")
-    for stale in [out / ckpt.MODEL_JSON, out / ckpt.WEIGHTS, out / ckpt.METRICS, *out.glob(".*.tmp")]:
+    for stale in [out / runs.META, out / runs.WEIGHTS, out / runs.METRICS, *out.glob(".*.tmp")]:
         if stale.exists():  # written by the killed run before its first complete checkpoint
             stale.unlink()
     return train_operator(model, data=data, out=out, test_data=test_data, config=saved, **asked)
@@ -457,7 +444,7 @@ def _restart(out: Path, data, test_data, config: dict, options: dict) -> dict:
 
 def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
     out = Path(run_dir)
-    if (out / ckpt.MODEL_JSON).is_file() and ckpt.read_model_json(out).get("model") == "coral":  # before a retrain
+    if runs.holds_run(out) and runs.kind(out) == "coral":  # before a retrain
         raise ConfigError(f"{out} is a coral run; its two-stage training cannot be resumed yet, train a new run with --out")
     if out.is_dir() and (out / ckpt.CONFIG).exists() and not (out / ckpt.TRAIN_STATE).exists():
         return _restart(out, data, test_data, config, options)
