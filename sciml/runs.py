@@ -96,7 +96,7 @@ def read_meta(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
     ``kind`` filled in; ``kind`` (if given) checks what was trained there."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {str(run_dir)!r} not found; train one with `sciml train ... --out {run_dir}`")
+        raise CheckpointError(f"{run_dir} is not a run directory (not found); train one with `sciml train ... --out {run_dir}`")
     path = _meta_path(run_dir)
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a finished run (no {META}); train into it or point to another run directory")
@@ -105,7 +105,7 @@ def read_meta(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is damaged ({str(exc).splitlines()[0][:80]}); retrain the run") from None
+        raise CheckpointError(f"{path} is damaged: not valid JSON ({str(exc).splitlines()[0][:80]}); retrain the run") from None
     if path.name == "model.json":  # operator and CORAL runs of format 1 name their model, not a kind
         meta["kind"] = "coral" if meta.get("model") == "coral" else "operator"
     if not isinstance(meta.get("kind"), str) or not isinstance(meta.get("config"), dict):

@@ -184,7 +184,7 @@ def train_coral(data: str | Path, out: str | Path, progress: bool = True, model:
         model = _built_or_new(model, config, opts).to(device)
         out.mkdir(parents=True, exist_ok=True)
         dump_yaml({**to_dict(opts), "model": "coral", "model_config": model.config_dict(),
-                   "data": str(Path(data).resolve())}, out / ckpt.CONFIG)
+                   "data": str(Path(data).resolve())}, out / runs.CONFIG)
         rows: list[dict] = []
         t0 = time.perf_counter()
         stage_epochs = {"inr": opts.inr_epochs, "processor": opts.processor_epochs}

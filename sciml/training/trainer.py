@@ -395,7 +395,7 @@ def train_operator(
         world.broadcast_(_statistics(normaliser))
         if world.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            dump_yaml(_config_yaml(opts, operator, data, test_data), out / ckpt.CONFIG)
+            dump_yaml(_config_yaml(opts, operator, data, test_data), out / runs.CONFIG)
         run = _Run(out=out, opts=opts, operator=operator, normaliser=normaliser,
                    train=train_part, val=val_part, test=test)
         return _loop(run, world)
@@ -422,11 +422,11 @@ def _restart(out: Path, data, test_data, config: dict, options: dict) -> dict:
     import yaml
 
     try:
-        saved = yaml.safe_load(read_text(out / ckpt.CONFIG)) or {}
+        saved = yaml.safe_load(read_text(out / runs.CONFIG)) or {}
     except yaml.YAMLError:
-        raise CheckpointError(f"{out / ckpt.CONFIG} is damaged; cannot resume this run, start a new one") from None
+        raise CheckpointError(f"{out / runs.CONFIG} is damaged; cannot resume this run, start a new one") from None
     if not isinstance(saved, dict) or "model" not in saved:
-        raise CheckpointError(f"{out / ckpt.CONFIG} does not describe a run; cannot resume it, start a new one")
+        raise CheckpointError(f"{out / runs.CONFIG} does not describe a run; cannot resume it, start a new one")
     asked = {**config, **options}
     changed = [k for k in asked if k not in RUNTIME_KEYS]
     if changed:
@@ -446,13 +446,13 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
     out = Path(run_dir)
     if runs.holds_run(out) and runs.kind(out) == "coral":  # before a retrain
         raise ConfigError(f"{out} is a coral run; its two-stage training cannot be resumed yet, train a new run with --out")
-    if out.is_dir() and (out / ckpt.CONFIG).exists() and not (out / ckpt.TRAIN_STATE).exists():
+    if out.is_dir() and (out / runs.CONFIG).exists() and not (out / runs.TRAIN_STATE).exists():
         return _restart(out, data, test_data, config, options)
     operator, info = ckpt.load_operator(out)
     state = ckpt.load_train_state(out)
     saved = dict(info.config)
     if not saved:
-        raise CheckpointError(f"{out / ckpt.CONFIG} not found; cannot resume this run, start a new one")
+        raise CheckpointError(f"{out / runs.CONFIG} not found; cannot resume this run, start a new one")
     data = data if data is not None else saved.get("data")
     test_data = test_data if test_data is not None else saved.get("test_data")
     saved_opts = {k: v for k, v in saved.items() if k not in ("data", "test_data")}
@@ -482,7 +482,7 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
         try:
             operator.load_state_dict(state["model"])
         except (RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"{out / ckpt.TRAIN_STATE} does not fit the run's model ({str(exc).splitlines()[0]}); "
+            raise CheckpointError(f"{out / runs.TRAIN_STATE} does not fit the run's model ({str(exc).splitlines()[0]}); "
                                   "the run is damaged, start a new run") from None
     elif epoch != info.epoch:
         raise CheckpointError(
@@ -505,7 +505,7 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
             operator.train()
             ckpt.set_rng_state(state["rng"])
         if world.is_main:  # after the agreement: no rank is still reading the run's files
-            dump_yaml(_config_yaml(opts, operator, data, test_data), out / ckpt.CONFIG)
+            dump_yaml(_config_yaml(opts, operator, data, test_data), out / runs.CONFIG)
         run = _Run(out=out, opts=opts, operator=operator, normaliser=info.normaliser,
                    train=train_part, val=val_part, test=test, start_epoch=epoch,
                    optimizer_state=state["optimizer"], scheduler_state=state["scheduler"],
