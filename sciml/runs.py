@@ -248,18 +248,3 @@ def load(run_dir: str | Path) -> LoadedRun:
                               f"(kinds: {', '.join(kinds())}); retrain it")
     model, info = _KINDS[meta["kind"]](run_dir)
     return LoadedRun(meta["kind"], run_dir, meta, model, info)
-
-
-def step_progress(enabled: bool, total: int, label: str):
-    """A rich progress bar on stderr for ``total`` optimiser steps; ``(progress, task)``.
-
-    Use as ``with progress: ... progress.update(task, advance=1, loss="0.12")``; it draws
-    nothing when ``enabled`` is false.
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        console=Console(stderr=True), disable=not enabled, transient=True)
-    return progress, progress.add_task(label, total=total, loss="-")

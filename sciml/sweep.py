@@ -28,7 +28,6 @@ worker count, the cluster or the order in which cells finish.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from . import runtime
 from .config import check_keys, from_dict, load_yaml
 from .errors import ConfigError, DataError, SciMLError
 from .io import atomic_write_text, output_lock, read_text
@@ -251,7 +251,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     if cell.dir.exists():  # an interrupted or changed cell starts again from scratch
         shutil.rmtree(cell.dir)
     try:
-        with _torch_threads(spec["train"]["num_threads"]):
+        with runtime.limit_threads(spec["train"]["num_threads"]):
             summary = training.train(spec["model"], data=spec["data"]["train"], out=cell.dir,
                                      model_config=spec["model_config"], **spec["train"])
             scores = evaluation.evaluate(cell.dir, data=[spec["data"]["test"]], out=cell.dir / "eval.json",
@@ -299,19 +299,6 @@ def finished(cell: Cell) -> bool:
     return record is not None and record.get("status") == "ok" and record.get("spec") == cell.spec
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    import torch
-
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -336,7 +323,6 @@ def run_sweep(
     "summary"`` (:func:`summarise`) ``, "csv", "markdown", "plot"}``.
     """
     from .distributed import cluster_spec, dask_client
-    from .distributed.cluster import task_progress
     from .distributed.cluster import check_can_submit
 
     plan = load_sweep(config, out)
@@ -357,18 +343,19 @@ def run_sweep(
             if on_cell:
                 on_cell(record)
 
-        with task_progress(progress and bool(todo), len(todo), "cells") as advance:
+        with runtime.progress(len(todo), "cells", enabled=progress and len(todo) > 1, text="{task.fields[last]}",
+                              fields={"last": ""}) as advance:
             if not todo:
                 pass
             elif where.in_process:
                 for cell in todo:
                     done(run_cell(cell))
-                    advance(cell.name)
+                    advance(last=f"last: {cell.name}")
             else:
                 with dask_client(spec=where) as client:
                     for record in _on_dask(client, todo):
                         done(record)
-                        advance(record["cell"])
+                        advance(last=f"last: {record['cell']}")
         tables = gather(plan, records, plot=True)
         return {"out": str(plan.root), "cells": len(plan.cells), "ran": len(todo), "skipped": len(plan.cells) - len(todo),
                 "failed": failed, "where": where.describe(), "summary": summarise(list(records.values())), **tables}

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import runtime
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError, SciMLError, UnknownNameError
 from ..registry import Registry
@@ -184,19 +185,6 @@ def compute_sample(name: str, params: dict, seed: int, index: int) -> tuple[dict
     return arrays, solved.residual, solved.method
 
 
-def _progress(enabled: bool, label: str):
-    """A transient rich progress bar on stderr, or a context yielding None."""
-    from contextlib import nullcontext
-
-    if not enabled:
-        return nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True)
-
-
 class GenerationInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped :func:`generate`; the ``.partial`` file keeps the finished samples.
 
@@ -284,13 +272,12 @@ def generate(
                     stack.callback(results.close)  # cancels the tasks still in flight
                 else:
                     results = _in_process(gen, seed, todo)
-                bar = stack.enter_context(_progress(progress and len(todo) > 1, f"{name} {resolution}"))
-                task = bar.add_task(name, total=len(todo)) if bar else None
+                advance = stack.enter_context(runtime.progress(len(todo), f"{name} {resolution}",
+                                                               enabled=progress and len(todo) > 1))
                 for i, arrays, residual, method in results:
                     writer.write(i, residual=residual, **arrays)
                     methods.add(method)
-                    if bar:
-                        bar.advance(task)
+                    advance()
                 writer.set_attr("solver", {**gen.solver_attrs(), "method": ",".join(sorted(methods)) or None,
                                            "max_residual": float(np.max(writer.residuals()))})
                 return writer.finish()

@@ -155,22 +155,6 @@ def _normalise_section(settings: dict | None) -> dict:
 
 
 @contextlib.contextmanager
-def task_progress(enabled: bool, total: int, label: str):
-    """A transient bar on stderr counting finished tasks; yields ``advance(name="")`` (a no-op
-    when ``enabled`` is false or there is at most one task)."""
-    if not enabled or total <= 1:
-        yield lambda name="": None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("", total=total)
-        yield lambda name="": bar.update(task, advance=1, description=f"last: {name}" if name else "")
-
-
-@contextlib.contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None, *, cluster: str | None = None,
                 settings: dict | None = None, spec: ClusterSpec | None = None) -> Iterator[Client]:
     """A ``distributed.Client`` on the cluster these options name (see :func:`cluster_spec`).

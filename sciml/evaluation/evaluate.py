@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from .. import runs as runs_format
+from .. import runtime
 from ..errors import ConfigError, ModelError, SciMLError
 from ..io import atomic_write_text
 from ..training.checkpoint import RunInfo, grid_name, load_run, normaliser_for
 from ..training.data import GridData, inside_domain, load_grid_data
 from ..training.normalisers import DataNormaliser
-from ..training.build import resolve_device
 from ..training.trainer import predict
 from ..learned.cgs import evaluate_cgs
 from ..training.coral import evaluate_on_points
@@ -175,7 +175,7 @@ def evaluate_operator(
 def _load(run_dir, device: str, batch_size: int | None):
     """The run's model on its device, its info, the device and the batch size to predict with."""
     model, info = load_run(run_dir)
-    dev = resolve_device(device)
+    dev = runtime.device(device)
     model.to(dev)
     return model, info, dev, int(batch_size or info.config.get("batch_size") or 20)
 
@@ -269,8 +269,6 @@ def evaluate_many(
 def _evaluate_on_dask(client, runs, paths, out, batch_size, n_solver_samples, device, progress) -> list[dict]:
     from distributed import as_completed
 
-    from ..distributed.cluster import task_progress
-
     stamp = time.time_ns()
     futures = {}
     for run in runs:
@@ -281,7 +279,7 @@ def _evaluate_on_dask(client, runs, paths, out, batch_size, n_solver_samples, de
     entries: dict[Path, list] = {run: [None] * len(paths) for run in runs}
     meta: dict[Path, tuple] = {}
     try:
-        with task_progress(progress, len(futures), "evaluate") as advance:
+        with runtime.progress(len(futures), "evaluate", enabled=progress and len(futures) > 1) as advance:
             for future in as_completed(futures):
                 run, j = futures[future]
                 entries[run][j], *meta[run] = future.result()
@@ -301,9 +299,7 @@ def _evaluate_task(run_dir: str, path: str, n_paths: int, batch_size: int | None
 
 
 def _bar(items, progress: bool):
-    from ..distributed.cluster import task_progress
-
-    with task_progress(progress, len(items), "evaluate") as advance:
+    with runtime.progress(len(items), "evaluate", enabled=progress and len(items) > 1) as advance:
         for item in items:
             yield item
             advance()

@@ -38,6 +38,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..training.api import register_trainer
 from ..io import atomic_write_text
 from .. import runs as learned_runs
+from .. import runtime
 from ..runs import register_kind
 
 KIND = "cgs"
@@ -511,8 +512,8 @@ def train_cgs(
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=32)
     rows: list[dict] = []
     start = time.perf_counter()
-    bar, bar_task = learned_runs.step_progress(progress, updates, f"cgs {task}")
-    with bar:
+    with runtime.progress(updates, f"cgs {task}", enabled=progress, text="loss {task.fields[loss]}",
+                          fields={"loss": "-"}) as advance:
         for i in range(updates):
             if i % regenerate_every == 0:
                 batch = collate(draw_graphs(task, seed, i // regenerate_every, batch_graphs, **params))
@@ -530,7 +531,7 @@ def train_cgs(
                              forward_iterations=net.stats.get("forward_iterations"),
                              backward_iterations=net.stats.get("backward_iterations"),
                              time_s=round(time.perf_counter() - start, 3)))
-            bar.update(bar_task, advance=1, loss=f"{value:.3e}")
+            advance(loss=f"{value:.3e}")
             if (i + 1) % log_every == 0:
                 learned_runs.write_metrics(out, rows)
     train_time = time.perf_counter() - start

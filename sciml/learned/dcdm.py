@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import runtime
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError
 from ..solvers.linear import SolveResult, register_run_method, relative_residual
@@ -323,14 +324,6 @@ class DCDMTrainOptions:
             raise ConfigError("steps, batch_size, n_systems and log_every must be >= 1 and lr > 0")
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
-
-
 def _training_systems(opts: DCDMTrainOptions):
     """``(A, grid shape, fluid rows, vector generator)`` of each training matrix."""
     from ..datasets import system
@@ -353,21 +346,18 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
 
     Returns ``{"run_dir", "steps", "train_loss", "val_loss", "parameters", "seconds"}``.
     """
-    from ..runs import check_new, save_network, step_progress, write_metrics
+    from ..runs import check_new, save_network, write_metrics
 
     out = check_new(out)
     opts = from_dict(DCDMTrainOptions, options, "DCDM training options")
-    device = _device(opts.device)
+    device = runtime.device(opts.device)
     systems = _training_systems(opts)
     dim = len(systems[0][1])
     if config is None or isinstance(config, dict):
         config = from_dict(DCDMConfig, {"dim": dim, **(config or {})}, "DCDM network config")
     if config.dim != dim:
         raise ConfigError(f"the network is {config.dim}-D but {opts.pde} is {dim}-D; set dim={dim}")
-    threads = torch.get_num_threads()
-    if opts.num_threads:
-        torch.set_num_threads(opts.num_threads)
-    try:
+    with runtime.limit_threads(opts.num_threads):
         torch.manual_seed(opts.seed)
         net = DCDMNet(config).to(device)
         rng = np.random.default_rng([opts.seed, 2023])
@@ -379,9 +369,9 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, opts.steps, eta_min=opts.lr * 0.01)
         rows: list[dict] = []
         t0 = time.perf_counter()
-        bar, task = step_progress(progress, opts.steps, "dcdm")
         running = []
-        with bar:
+        with runtime.progress(opts.steps, "dcdm", enabled=progress, text="loss {task.fields[loss]}",
+                              fields={"loss": "-"}) as advance:
             for step in range(1, opts.steps + 1):
                 At, shape, fluid, gen, _ = prepared[(step - 1) % len(prepared)]
                 b = torch.from_numpy(gen.draw(opts.batch_size, rng).astype(np.float32)).to(device)
@@ -400,12 +390,10 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
                                  "lr": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
                     running = []
                     write_metrics(out, rows)
-                bar.update(task, advance=1, loss=f"{loss.item():.3g}")
+                advance(loss=f"{loss.item():.3g}")
         meta = {"train": to_dict(opts), "parameters": parameter_count(net), "steps": opts.steps,
                 "val_loss": rows[-1]["val_loss"], "seconds": time.perf_counter() - t0}
         save_network(out, KIND, to_dict(config), net, extra=meta)
-    finally:
-        torch.set_num_threads(threads)
     return {"run_dir": str(out), "steps": opts.steps, "train_loss": rows[-1]["train_loss"],
             "val_loss": rows[-1]["val_loss"], "parameters": meta["parameters"], "seconds": meta["seconds"]}
 

@@ -43,6 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .. import runtime
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError, ModelError
 from ..solvers.linear import SolveResult, register_run_method
@@ -344,26 +345,19 @@ def train_preconditioner(model: str | torch.nn.Module, data: str | Path, out: st
     ``options`` are :class:`PrecondTrainOptions`. Writes the run directory ``out`` (weights,
     ``run.json``, ``metrics.jsonl``) and returns a summary.
     """
-    from ..runs import check_new, save_network, step_progress, write_metrics
+    from ..runs import check_new, save_network, write_metrics
 
     out = check_new(out)
     opts = from_dict(PrecondTrainOptions, options, "precond training options")
-    from ..training.build import resolve_device
-
-    device = resolve_device(opts.device)
-    threads = torch.get_num_threads()
-    if opts.num_threads:
-        torch.set_num_threads(opts.num_threads)
-    try:
+    device = runtime.device(opts.device)
+    with runtime.limit_threads(opts.num_threads):
         matrices, shape, info = load_matrices(data, opts.n_train)
         dim = len(shape)
         net = build_network(model, dim, model_config, opts.seed).to(device)
         n_val = int(round(opts.val_fraction * len(matrices)))
         if len(matrices) - n_val < 1:
             raise ConfigError(f"{len(matrices)} samples leave none for training with val_fraction={opts.val_fraction}")
-        bar, task = step_progress(progress, len(matrices), "systems")
-        with bar:
-            step = lambda: bar.update(task, advance=1)  # noqa: E731
+        with runtime.progress(len(matrices), "systems", enabled=progress) as step:
             train = _prepare(matrices[: len(matrices) - n_val], shape, opts, 0, step).to(device)
             val = _prepare(matrices[len(matrices) - n_val:], shape, opts, len(matrices) - n_val, step).to(device) if n_val else None
         n = train.r.shape[0]
@@ -375,8 +369,8 @@ def train_preconditioner(model: str | torch.nn.Module, data: str | Path, out: st
         rows: list[dict] = []
         t0 = time.perf_counter()
         generator = torch.Generator().manual_seed(opts.seed)
-        bar, task = step_progress(progress, opts.epochs * batches, f"precond {net.name}")
-        with bar:
+        with runtime.progress(opts.epochs * batches, f"precond {net.name}", enabled=progress,
+                              text="loss {task.fields[loss]}", fields={"loss": "-"}) as advance:
             for epoch in range(1, opts.epochs + 1):
                 perm = torch.randperm(n, generator=generator).to(device)
                 total = 0.0
@@ -391,7 +385,7 @@ def train_preconditioner(model: str | torch.nn.Module, data: str | Path, out: st
                     optimiser.step()
                     schedule.step()
                     total += float(loss.detach()) * idx.numel()
-                    bar.update(task, advance=1, loss=f"{float(loss.detach()):.3g}")
+                    advance(loss=f"{float(loss.detach()):.3g}")
                 row = {"epoch": epoch, "train_loss": total / n, "lr": optimiser.param_groups[0]["lr"],
                        "seconds": time.perf_counter() - t0}
                 if val is not None:
@@ -402,8 +396,6 @@ def train_preconditioner(model: str | torch.nn.Module, data: str | Path, out: st
                     save_network(out, KIND, net.config_dict(), net,
                                  extra={**meta_base, "epoch": epoch, "train_loss": row["train_loss"],
                                         "val_loss": row.get("val_loss"), "seconds": row["seconds"]})
-    finally:
-        torch.set_num_threads(threads)
     last = rows[-1]
     return {"run_dir": str(out), "model": net.name, "epochs": opts.epochs, "train_loss": last["train_loss"],
             "val_loss": last.get("val_loss"), "parameters": meta_base["parameters"], "seconds": last["seconds"],

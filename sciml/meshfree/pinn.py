@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..runtime import limit_threads, load_deepxde
 from . import register
 from .problems import TEST_POINTS, Problem, relative_l2
 
@@ -141,7 +142,6 @@ def pinn_solve(
     threads during the solve: the network is small, and with the default threads on a busy 2-core
     machine 100 steps took 222 s instead of 3.1 s.
     """
-    from ..runtime import load_deepxde
 
     if not isinstance(problem, Problem):
         raise ConfigError(f"PINN problem must be a sciml.meshfree.problems.Problem, got {type(problem).__name__}; "
@@ -164,14 +164,9 @@ def pinn_solve(
         raise ConfigError(f"PINN progress must be a callable(step, loss, rel_l2) or None, got {progress!r}")
 
     dde = load_deepxde()
-    threads = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
-    try:
+    with limit_threads(num_threads):
         return _train(dde, problem, iterations, n_col, width, depth, lr, activation, boundary_weight, seed, eval_every,
                       progress, float64, n_test)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(dde, problem, iterations, n_col, width, depth, lr, activation, boundary_weight, seed, eval_every, progress,

@@ -17,7 +17,6 @@ Methods (``available()``):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from typing import Callable
@@ -27,6 +26,7 @@ import scipy.sparse as sp
 
 from ..errors import ConfigError, DataError, UnknownNameError
 from ..registry import load_plugins
+from ..runtime import limit_threads
 
 # Crossover measured on this project's 2-core CPU (FNO Darcy matrices, a in {3, 12}, tol
 # 1e-10, setup included, median of 3 samples x 3 repeats): splu-MMD vs RS-AMG-PCG took
@@ -180,34 +180,14 @@ def solve(
         if not run:
             raise ConfigError(f"method {kind!r} needs a trained run directory: {kind}:RUN, e.g. {kind}:runs/{kind}")
         A, b, x0 = _check_system(A, b, x0, tol, maxiter)
-        with single_threaded_blas():
+        with limit_threads(blas=1):  # see runtime.limit_threads: BLAS threads only cost here
             return _RUN_METHODS[kind](A, b, tol, maxiter, x0, run)
     if method != "auto" and method not in _METHODS:
         raise UnknownNameError("solver method", method, available())
     A, b, x0 = _check_system(A, b, x0, tol, maxiter)
     name = choose_method(A) if method == "auto" else method
-    with single_threaded_blas():
+    with limit_threads(blas=1):  # see runtime.limit_threads: BLAS threads only cost here
         return _METHODS[name](A, b, tol, maxiter, x0)
-
-
-_CONTROLLER = []
-
-
-def single_threaded_blas():
-    """Context limiting BLAS to one thread (a no-op without ``threadpoolctl``).
-
-    Krylov methods and AMG cycles call level-1 BLAS (dot, norm) on long vectors. OpenBLAS
-    then wakes its threads, and on a loaded 2-core machine each call waited for a busy
-    core: a dot of 12 000 entries took 7.7 ms instead of 4 us, AMG-PCG at 106^2 ran 3.4x
-    slower. One thread loses nothing measurable here (sparse mat-vecs dominate).
-    """
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # optional: without it BLAS keeps its default threads
-        return contextlib.nullcontext()
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def _check_system(A, b, x0, tol, maxiter):

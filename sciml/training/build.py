@@ -71,13 +71,3 @@ def build_model(model_or_name: str | nn.Module, model_config: dict, sig: Dataset
         operator = base.create(name, **config)
     _check_channels(operator, sig)
     return operator
-
-
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use device 'auto' or 'cpu'")
-    return torch.device(name)

@@ -26,9 +26,8 @@ from torch import nn
 from ..config import dump_yaml, from_dict, to_dict
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_text
-from .. import runs
+from .. import runs, runtime
 from . import checkpoint as ckpt
-from .build import resolve_device
 from .data import GridData, inside_domain, load_grid_data
 from .normalisers import DataNormaliser
 
@@ -120,18 +119,6 @@ def _decode_points(norm, pred: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return pred * std[:, idx].permute(1, 2, 0) + mean[:, idx].permute(1, 2, 0)
 
 
-def stage_progress(enabled: bool, stage_epochs: dict[str, int]):
-    """A rich progress display on stderr with one bar per training stage; ``(progress, {stage: task})``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),
-                        TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
-    labels = {"inr": "coral stage 1: neural fields", "processor": "coral stage 2: processor"}
-    return progress, {k: progress.add_task(labels.get(k, k), total=max(v, 1), loss="-") for k, v in stage_epochs.items()}
-
-
 def _coords(shape: tuple[int, ...], idx: torch.Tensor) -> torch.Tensor:
     from ..operators.adapters import grid_points
 
@@ -166,11 +153,8 @@ def train_coral(data: str | Path, out: str | Path, progress: bool = True, model:
 
     opts = from_dict(CoralTrainOptions, options, "coral training options")
     out = runs.check_new(out)
-    device = resolve_device(opts.device)
-    threads = torch.get_num_threads()
-    if opts.num_threads:
-        torch.set_num_threads(opts.num_threads)
-    try:
+    device = runtime.device(opts.device)
+    with runtime.limit_threads(opts.num_threads):
         full = load_grid_data(data, opts.n_train)
         sig = full.signature
         normaliser = DataNormaliser.fit("global", full.x, full.y)
@@ -188,7 +172,7 @@ def train_coral(data: str | Path, out: str | Path, progress: bool = True, model:
         rows: list[dict] = []
         t0 = time.perf_counter()
         stage_epochs = {"inr": opts.inr_epochs, "processor": opts.processor_epochs}
-        bar, tasks = stage_progress(progress, stage_epochs)
+        labels = {"inr": "coral stage 1: neural fields", "processor": "coral stage 2: processor"}
 
         def save(stage: str, epoch: int, loss: float) -> None:
             ckpt.save_model(out, model, normaliser=normaliser, signature=sig, epoch=len(rows),
@@ -202,19 +186,18 @@ def train_coral(data: str | Path, out: str | Path, progress: bool = True, model:
             rows.append({"epoch": len(rows) + 1, "stage": stage, "stage_epoch": epoch + 1, "train_loss": loss,
                          "seconds": time.perf_counter() - t0})
             runs.write_metrics(out, rows)
-            bar.update(tasks[stage], advance=1, loss=f"{loss:.3g}")
+            advance(stage=labels[stage], loss=f"{loss:.3g}")
             if (epoch + 1) % opts.checkpoint_every == 0 or epoch + 1 == stage_epochs[stage]:
                 save(stage, epoch + 1, loss)
 
-        with bar:
+        with runtime.progress({labels[k]: n for k, n in stage_epochs.items()}, enabled=progress,
+                              text="loss {task.fields[loss]}", fields={"loss": "-"}) as advance:
             history = fit_coral(model, v_in, coords, v_out, coords, inr_epochs=opts.inr_epochs,
                                 processor_epochs=opts.processor_epochs, batch_size=opts.batch_size,
                                 lr_inr=opts.lr_inr, lr_code=opts.lr_code, lr_processor=opts.lr_processor,
                                 weight_decay=opts.weight_decay, seed=opts.seed, progress=report)
         if not rows:
             save("none", 0, math.nan)
-    finally:
-        torch.set_num_threads(threads)
     return {"run_dir": str(out), "model": "coral", "inr_epochs": opts.inr_epochs,
             "processor_epochs": opts.processor_epochs,
             "inr_loss": (history["inr_in"][-1] + history["inr_out"][-1]) if history["inr_in"] else None,

@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from .. import runtime
 from ..errors import ConfigError, SciMLError
 
 #: seconds a rank waits in a collective for the others before it fails (a crashed or stuck peer)
@@ -176,10 +177,9 @@ def world(device: str = "auto") -> Iterator[World]:
     so a rank whose peer died fails instead of hanging, and destroyed on leaving, also on errors.
     A process group the caller initialised already is used and left alone.
     """
-    from .build import resolve_device
-
+    
     size = env_world_size()
-    base = resolve_device(device)
+    base = runtime.device(device)
     if size <= 1:
         yield World(device=base)
         return

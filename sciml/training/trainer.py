@@ -15,7 +15,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from torch import nn
 from ..config import dump_yaml
 from ..errors import CheckpointError, ConfigError, ModelError
 from ..io import atomic_write_text, output_lock, read_text
-from .. import runs
+from .. import runs, runtime
 from . import checkpoint as ckpt
 from .build import build_model
 from .data import DatasetSignature, GridData, load_grid_data
@@ -34,19 +34,6 @@ from .options import RUNTIME_KEYS, TrainOptions, resolve_options
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _optimizer(opts: TrainOptions, params) -> torch.optim.Optimizer:
@@ -109,25 +96,6 @@ def _mean_loss(net: nn.Module, normaliser: DataNormaliser, x_enc: torch.Tensor, 
         pred = normaliser.decode_outputs(net(xb))
         total += float(loss_fn(pred, yb)) * xb.shape[0]
     return world.sum(total)[0] / x_enc.shape[0]
-
-
-def _progress(enabled: bool, epochs: int, start: int, batches: int):
-    """A rich progress bar on stderr advanced per batch: epoch i/N, losses, elapsed time, ETA."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("epoch {task.fields[epoch]}/" + str(epochs)),
-        BarColumn(),
-        TextColumn("{task.fields[losses]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-    task = progress.add_task("train", total=epochs * batches, completed=start * batches, epoch=start, losses="")
-    return progress, task
 
 
 def _read_metrics(run_dir: Path, upto: int) -> list[dict]:
@@ -215,8 +183,10 @@ def _loop(run: _Run, world: World = World()) -> dict:
     t_start = time.perf_counter()
     train_loss = math.nan
     n_batches = math.ceil(n / opts.batch_size)
-    progress, task = _progress(opts.progress and world.is_main, opts.epochs, run.start_epoch, n_batches)
-    with progress:
+    with runtime.progress(opts.epochs * n_batches, "train", enabled=opts.progress and world.is_main,
+                          text=f"epoch {{task.fields[epoch]}}/{opts.epochs}  {{task.fields[losses]}}",
+                          fields={"epoch": run.start_epoch, "losses": ""}, completed=run.start_epoch * n_batches,
+                          counts=False) as advance:
         for epoch in range(run.start_epoch + 1, opts.epochs + 1):
             t0 = time.perf_counter()
             net.train()
@@ -245,7 +215,7 @@ def _loop(run: _Run, world: World = World()) -> dict:
                 loss.backward()
                 optimizer.step()
                 total += value * batch.shape[0]
-                progress.update(task, advance=1, epoch=epoch)
+                advance(epoch=epoch)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             train_loss = total / n
@@ -264,7 +234,7 @@ def _loop(run: _Run, world: World = World()) -> dict:
                 runs.write_metrics(out, run.metrics)
                 if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs:
                     checkpoint(epoch, train_loss)
-            progress.update(task, losses="  ".join(
+            advance(0, losses="  ".join(
                 f"{k} {row[k]:.4g}" for k in ("train_loss", "val_loss", "test_loss") if k in row))
 
     if opts.figures and run.metrics and world.is_main:
@@ -378,7 +348,7 @@ def train_operator(
     if data is None:
         raise ConfigError("no training data given; pass data=PATH (--data) of a dataset written by `sciml generate`")
     out = runs.check_new(out, resumable=True)
-    with _threads(opts.num_threads), ddp_world(opts.device) as world, contextlib.ExitStack() as lock:
+    with runtime.limit_threads(opts.num_threads), ddp_world(opts.device) as world, contextlib.ExitStack() as lock:
         with world.agree("preparing the run"):
             if world.is_main:  # inside the agreement: a refused lock stops every rank
                 lock.enter_context(output_lock(out, "--out"))
@@ -489,7 +459,7 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
             f"{out}: the training state is at epoch {epoch} but the weights at epoch {info.epoch}; the run is damaged, start a new run"
         )
     # under DDP every rank reads rank 0's checkpoint (the run directory is on a shared filesystem)
-    with _threads(opts.num_threads), ddp_world(opts.device) as world, contextlib.ExitStack() as lock:
+    with runtime.limit_threads(opts.num_threads), ddp_world(opts.device) as world, contextlib.ExitStack() as lock:
         with world.agree("resuming the run"):
             if world.is_main:  # inside the agreement: a refused lock stops every rank
                 lock.enter_context(output_lock(out, "--out"))

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ... import runtime
 from ...errors import ConfigError, DataError
 from .base import IMPORTERS, Source
 
@@ -62,12 +63,9 @@ def _storage_dtype(dtype: str | None, src: Source) -> str:
 
 def _stream(src: Source, writer, count: int, allow_nonfinite: bool, path: Path, progress: bool) -> np.ndarray:
     """Copy samples ``0..count-1`` block by block; returns the per-sample residuals."""
-    from ..generators import _progress
-
     step = max(1, _BLOCK_BYTES // src.sample_bytes())
     residuals = np.full(count, np.nan)
-    with _progress(progress and count > 1, f"import {path.name}") as bar:
-        task = bar.add_task("import", total=count) if bar else None
+    with runtime.progress(count, f"import {path.name}", enabled=progress and count > 1) as advance:
         for start in range(0, count, step):
             stop = min(start + step, count)
             arrays = src.read(start, stop)
@@ -78,8 +76,7 @@ def _stream(src: Source, writer, count: int, allow_nonfinite: bool, path: Path, 
                 residuals[start:stop] = block
             for i in range(start, stop):
                 writer.write(i, residual=residuals[i], **{k: v[i - start] for k, v in arrays.items()})
-            if bar:
-                bar.advance(task, stop - start)
+            advance(stop - start)
     return residuals
 
 
