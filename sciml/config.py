@@ -18,7 +18,8 @@ from .io import read_text
 T = TypeVar("T")
 
 
-def _suggest(key: str, valid: list[str]) -> str:
+def suggest(key: str, valid: list[str]) -> str:
+    """`` (did you mean X?)`` for the closest of ``valid`` to ``key``, or an empty string."""
     close = difflib.get_close_matches(key, valid, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -29,7 +30,7 @@ def check_keys(given: dict, valid: list[str] | set[str], where: str) -> None:
     for key in given:
         if key not in valid:
             raise ConfigError(
-                f"unknown key {key!r} in {where}{_suggest(str(key), valid)}; valid keys: {', '.join(valid)}"
+                f"unknown key {key!r} in {where}{suggest(str(key), valid)}; valid keys: {', '.join(valid)}"
             )
 
 

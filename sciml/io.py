@@ -86,3 +86,20 @@ def read_text(path: str | Path) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); the file is damaged, restore or regenerate it") from None
+
+
+def json_ready(obj):
+    """``obj`` with NaN/Inf floats as None (JSON has neither) and numpy scalars as Python numbers."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_ready(obj.item())
+    return obj

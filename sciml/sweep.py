@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator
 from . import runtime
 from .config import check_keys, from_dict, load_yaml
 from .errors import ConfigError, DataError, SciMLError
-from .io import atomic_write_text, output_lock, read_text
+from .io import atomic_write_text, json_ready, output_lock, read_text
 from .workflow import DataSection
 
 RESULT = "result.json"
@@ -279,9 +279,7 @@ def _record(cell: Cell, status: str, **values: Any) -> dict[str, Any]:
 
 
 def write_record(cell: Cell, record: dict) -> None:
-    from .evaluation.evaluate import _finite
-
-    atomic_write_text(cell.dir / RESULT, json.dumps(_finite(record), indent=2) + "\n")
+    atomic_write_text(cell.dir / RESULT, json.dumps(json_ready(record), indent=2) + "\n")
 
 
 def read_record(cell: Cell) -> dict | None:
@@ -383,11 +381,11 @@ def _on_dask(client, todo: list[Cell]) -> Iterator[dict]:
 
 def _generate(plan: Plan, progress: bool) -> None:
     """Make the datasets the config asks to generate (reused when made by the same request)."""
-    from .workflow import _generate_cached
+    from .workflow import generate_cached
 
     for name, splits in plan.generate.items():
         for split, (path, request) in splits.items():
-            _generate_cached(path, request, progress)
+            generate_cached(path, request, progress)
 
 
 # ----------------------------------------------------------------------------- results

@@ -55,7 +55,7 @@ class Experiment:
     evaluate: dict = dataclasses.field(default_factory=dict)
 
 
-def _generate_cached(path: Path, request: dict[str, Any], progress: bool = True) -> Path:
+def generate_cached(path: Path, request: dict[str, Any], progress: bool = True) -> Path:
     """Generate ``path`` unless it exists from the very same request (recorded next to it).
 
     An interrupted generation of the same request resumes from its ``.partial`` file; one of
@@ -103,8 +103,8 @@ def run(config: str | Path | dict, out: str | Path | None = None, progress: bool
         raise ConfigError("the train section must not set data/out: the experiment sets them")
     base = {"pde": data.pde, "resolution": data.resolution, "subsample": data.subsample,
             "dtype": data.dtype, "params": dict(data.params)}
-    train_h5 = _generate_cached(root / "data" / "train.h5", {**base, "n": data.n_train, "seed": exp.seed}, progress)
-    test_h5 = _generate_cached(root / "data" / "test.h5", {**base, "n": data.n_test, "seed": exp.seed + 1}, progress)
+    train_h5 = generate_cached(root / "data" / "train.h5", {**base, "n": data.n_train, "seed": exp.seed}, progress)
+    test_h5 = generate_cached(root / "data" / "test.h5", {**base, "n": data.n_test, "seed": exp.seed + 1}, progress)
 
     run_dir = root / "run"
     options = {"seed": exp.seed, **exp.train, "progress": progress}

@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
-from ..config import _suggest, check_keys
+from ..config import suggest, check_keys
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def cluster_spec(cluster: str | None = None, workers: int | None = None, *, sche
         return ClusterSpec("address", None, kind)
     if kind not in KINDS:
         raise ConfigError(
-            f"unknown cluster {kind!r}{_suggest(kind, list(KINDS))}; use local, slurm, pbs "
+            f"unknown cluster {kind!r}{suggest(kind, list(KINDS))}; use local, slurm, pbs "
             "or a scheduler address such as tcp://10.0.0.1:8786"
         )
     if kind in SUBMIT:

@@ -9,18 +9,16 @@ and the speed-up ``solver time / model time``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from .. import runs as runs_format
 from .. import runtime
 from ..errors import ConfigError, ModelError, SciMLError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, json_ready
 from ..training.checkpoint import RunInfo, grid_name, load_run, normaliser_for
 from ..training.data import GridData, inside_domain, load_grid_data
 from ..training.normalisers import DataNormaliser
@@ -210,7 +208,7 @@ def _write_result(run_dir: Path, model_name: str, epoch: int, device: str, resul
         "datasets": results,
         "out": str(out),
     }
-    atomic_write_text(out, json.dumps(_finite(result), indent=2) + "\n")
+    atomic_write_text(out, json.dumps(json_ready(result), indent=2) + "\n")
     return result
 
 
@@ -262,7 +260,7 @@ def evaluate_many(
         with dask_client(spec=where) as client:
             results = _evaluate_on_dask(client, runs, paths, single_out, batch_size, n_solver_samples, device, progress)
     if out is not None and len(runs) > 1:
-        atomic_write_text(Path(out), json.dumps(_finite(results), indent=2) + "\n")
+        atomic_write_text(Path(out), json.dumps(json_ready(results), indent=2) + "\n")
     return results
 
 
@@ -303,16 +301,3 @@ def _bar(items, progress: bool):
         for item in items:
             yield item
             advance()
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN/Inf: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj
