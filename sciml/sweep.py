@@ -361,22 +361,16 @@ def run_sweep(
 
 def _on_dask(client, todo: list[Cell]) -> Iterator[dict]:
     """Records of ``todo``, each cell an independent task, yielded as they finish."""
-    from distributed import as_completed
+    from .distributed.cluster import finished_tasks, tasks_from
 
     stamp = time.time_ns()
-    futures = {client.submit(run_cell, cell, key=f"sweep-{cell.name}-{stamp}", pure=False): cell for cell in todo}
-    try:
-        for future in as_completed(futures):
-            cell = futures[future]
-            try:
-                record = future.result()
-            except Exception as exc:  # the task never ran to its end: its worker died (KilledWorker), ...
-                record = _record(cell, "failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
-                write_record(cell, record)
-            future.release()
-            yield record
-    finally:
-        client.cancel(list(futures))
+    for cell, future in finished_tasks(client, tasks_from(todo, lambda c: (c, run_cell, (c,), f"sweep-{c.name}-{stamp}"))):
+        try:
+            record = future.result()
+        except Exception as exc:  # the task never ran to its end: its worker died (KilledWorker), ...
+            record = _record(cell, "failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
+            write_record(cell, record)
+        yield record
 
 
 def _generate(plan: Plan, progress: bool) -> None:

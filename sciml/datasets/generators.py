@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import runtime
+from ..distributed import cluster as clusters
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, DataError, SciMLError, UnknownNameError
 from ..registry import Registry
@@ -239,7 +240,6 @@ def generate(
     after saving what is done. A lock next to ``out`` stops a second process writing the same
     file (one ConfigError line naming the first).
     """
-    from ..distributed import cluster as clusters
     from ..io import output_lock
     from .format import DatasetWriter, partial_path
 
@@ -309,42 +309,30 @@ def _on_dask(client, name: str, config: dict, seed: int, todo: list[int]):
     import collections
     import uuid
 
-    from distributed import as_completed
     from distributed.client import FutureCancelledError
     from distributed.scheduler import KilledWorker
 
     threads = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values()))
-    window = 4 * threads
     size = _BatchSize(threads)
     run = uuid.uuid4().hex[:8]
     pending = collections.deque(todo)
-    in_flight: dict[str, tuple[Any, list[int]]] = {}
-    queue = as_completed()
 
-    def fill() -> None:
-        while pending and len(in_flight) < window:
-            batch = [pending.popleft() for _ in range(min(size(len(pending)), len(pending)))]
-            future = client.submit(_sample_batch, name, config, seed, batch, key=f"{name}-samples-{batch[0]}-{run}")
-            in_flight[future.key] = (future, batch)
-            queue.add(future)
+    def next_batch():
+        if not pending:
+            return None
+        batch = [pending.popleft() for _ in range(min(size(len(pending)), len(pending)))]
+        return batch, _sample_batch, (name, config, seed, batch), f"{name}-samples-{batch[0]}-{run}"
 
-    fill()
-    try:
-        for future in queue:
-            _, batch = in_flight.pop(future.key)
-            try:
-                results, seconds = future.result()
-            except (FutureCancelledError, KilledWorker) as exc:
-                raise SciMLError(
-                    f"samples {batch[0]}..{batch[-1]} were lost with their Dask worker ({type(exc).__name__}; "
-                    "out of memory?); the finished samples are kept: rerun with --resume, with fewer workers"
-                ) from None
-            future.release()
-            size.observe(len(batch), seconds, sum(a.nbytes for r in results for a in r[1].values()))
-            fill()
-            yield from results
-    finally:
-        client.cancel([future for future, _ in in_flight.values()])
+    for batch, future in clusters.finished_tasks(client, next_batch, window=4 * threads):
+        try:
+            results, seconds = future.result()
+        except (FutureCancelledError, KilledWorker) as exc:
+            raise SciMLError(
+                f"samples {batch[0]}..{batch[-1]} were lost with their Dask worker ({type(exc).__name__}; "
+                "out of memory?); the finished samples are kept: rerun with --resume, with fewer workers"
+            ) from None
+        size.observe(len(batch), seconds, sum(a.nbytes for r in results for a in r[1].values()))
+        yield from results
 
 
 def _sample_batch(name: str, params: dict, seed: int, indices: list[int]):

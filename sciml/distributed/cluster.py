@@ -24,9 +24,9 @@ import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from ..config import suggest, check_keys
+from ..config import check_keys, suggest
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -199,6 +199,47 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, *, clu
         return
     with _local_cluster(spec.workers or os.cpu_count() or 1) as local, Client(local) as client:
         yield client
+
+
+def finished_tasks(client, next_task: Callable[[], tuple | None], window: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """Run tasks on ``client`` and yield ``(tag, future)`` as each finishes (the one submit loop).
+
+    ``next_task()`` returns the next ``(tag, fn, args, key)`` or None when there is none; at most
+    ``window`` tasks are in flight (all at once when None), more are submitted as earlier ones are
+    taken, so memory stays bounded whatever the number of tasks. A future is released once the
+    caller has taken it (read its ``result()`` before asking for the next); tasks still in flight
+    are cancelled when the caller stops.
+    """
+    from distributed import as_completed
+
+    in_flight: dict[str, tuple[Any, Any]] = {}
+    queue = as_completed()
+
+    def fill() -> None:
+        while window is None or len(in_flight) < window:
+            task = next_task()
+            if task is None:
+                return
+            tag, fn, args, key = task
+            future = client.submit(fn, *args, key=key, pure=False)
+            in_flight[future.key] = (future, tag)
+            queue.add(future)
+
+    fill()
+    try:
+        for future in queue:
+            _, tag = in_flight.pop(future.key)
+            yield tag, future
+            future.release()
+            fill()
+    finally:
+        client.cancel([future for future, _ in in_flight.values()])
+
+
+def tasks_from(items: list, make: Callable[[Any], tuple]) -> Callable[[], tuple | None]:
+    """A ``next_task`` for :func:`finished_tasks` over a fixed list: ``make(item) -> (tag, fn, args, key)``."""
+    queue = list(reversed(items))
+    return lambda: make(queue.pop()) if queue else None
 
 
 def check_can_submit(spec: ClusterSpec) -> None:

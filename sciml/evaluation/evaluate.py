@@ -265,26 +265,19 @@ def evaluate_many(
 
 
 def _evaluate_on_dask(client, runs, paths, out, batch_size, n_solver_samples, device, progress) -> list[dict]:
-    from distributed import as_completed
+    from ..distributed.cluster import finished_tasks, tasks_from
 
     stamp = time.time_ns()
-    futures = {}
-    for run in runs:
-        for j, p in enumerate(paths):
-            future = client.submit(_evaluate_task, str(run), str(p), len(paths), batch_size, n_solver_samples, device,
-                                   key=f"evaluate-{run.name}-{j}-{stamp}", pure=False)
-            futures[future] = (run, j)
+    pairs = [(run, j) for run in runs for j in range(len(paths))]
+    tasks = tasks_from(pairs, lambda pair: (pair, _evaluate_task, (str(pair[0]), str(paths[pair[1]]), len(paths), batch_size,
+                                                                   n_solver_samples, device),
+                                            f"evaluate-{pair[0].name}-{pair[1]}-{stamp}"))
     entries: dict[Path, list] = {run: [None] * len(paths) for run in runs}
     meta: dict[Path, tuple] = {}
-    try:
-        with runtime.progress(len(futures), "evaluate", enabled=progress and len(futures) > 1) as advance:
-            for future in as_completed(futures):
-                run, j = futures[future]
-                entries[run][j], *meta[run] = future.result()
-                future.release()
-                advance()
-    finally:
-        client.cancel(list(futures))
+    with runtime.progress(len(pairs), "evaluate", enabled=progress and len(pairs) > 1) as advance:
+        for (run, j), future in finished_tasks(client, tasks):
+            entries[run][j], *meta[run] = future.result()
+            advance()
     return [_write_result(run, *meta[run], entries[run], out) for run in runs]
 
 
