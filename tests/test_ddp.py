@@ -31,10 +31,11 @@ OPTIONS = {"epochs": 2, "batch_size": 4, "lr": 5e-3, "n_train": 16, "val_fractio
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 # `sciml` under torchrun with every atomic write logged as "RANK FILE" (all run files go through
-# sciml.io.atomic_path: checkpoint.py holds its own reference to it)
+# sciml.io.atomic_path: sciml.runs and checkpoint.py hold their own references to it)
 RECORD_WRITES = textwrap.dedent("""
     import contextlib, os, sys
     import sciml.io
+    import sciml.runs
     import sciml.training.checkpoint
 
     real = sciml.io.atomic_path
@@ -46,7 +47,7 @@ RECORD_WRITES = textwrap.dedent("""
         with real(path) as tmp:
             yield tmp
 
-    sciml.io.atomic_path = sciml.training.checkpoint.atomic_path = logged
+    sciml.io.atomic_path = sciml.runs.atomic_path = sciml.training.checkpoint.atomic_path = logged
     from sciml.cli.app import main
     main(sys.argv[1:])
 """)
