@@ -97,11 +97,11 @@ def _loss_name(run_dir: str | Path) -> str:
 def plot_loss(run_dir: str | Path, path: str | Path) -> Path:
     """Training (and validation/test) loss per epoch on a log scale, from ``RUN/metrics.jsonl``."""
     rows = read_metrics(run_dir, required=True)
-    axis = "epoch" if "epoch" in rows[0] else "step"  # learned solvers log optimiser steps
+    axis = next((k for k in ("epoch", "step", "update") if k in rows[0]), "epoch")  # learned solvers log steps
     epochs = [r.get(axis) for r in rows]
     fig = figure(6, 4)
     ax = fig.subplots()
-    for key, label in (("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test")):
+    for key, label in (("train_loss", "train"), ("loss", "train"), ("val_loss", "validation"), ("test_loss", "test")):
         vals = [r.get(key) for r in rows]
         if any(v is not None for v in vals):
             ax.plot(epochs, [np.nan if v is None else v for v in vals], label=label, lw=1.5)

@@ -111,3 +111,13 @@ def test_metrics_round_trip_and_damage(tmp_path):
     assert runs.read_metrics(tmp_path / "none") == []
     with pytest.raises(CheckpointError, match="not found"):
         runs.read_metrics(tmp_path / "none", required=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_info_describes_a_run_of_any_kind(kind, capsys):
+    from sciml.cli.app import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(OLD / kind)])
+    out = capsys.readouterr().out
+    assert exc.value.code in (0, None) and "parameters" in out and "last " in out, out
