@@ -81,7 +81,7 @@ def train(
             raise typer.Exit(1) from None
         raise
     if ddp.env_rank() == 0:
-        print(training.summary(result))
+        print(training.summary_line(result))
 
 
 def _check_nproc(nproc: int, device) -> None:

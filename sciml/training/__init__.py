@@ -11,7 +11,7 @@ from .data import DatasetSignature, GridData, load_grid_data
 from .losses import relative_l2
 from .normalisers import DataNormaliser, GlobalGaussian, Normaliser, UnitGaussian
 from .options import TrainOptions
-from .api import Trainer, data_parallel_check, register_trainer, summary, train, trainer_for, trainers
+from .api import Trainer, data_parallel_check, register_trainer, summary_line, train, trainer_for, trainers
 from .trainer import predict, resume
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "register_trainer",
     "relative_l2",
     "resume",
-    "summary",
+    "summary_line",
     "train",
     "trainer_for",
     "trainers",

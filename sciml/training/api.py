@@ -150,7 +150,7 @@ def _resume(model, out, data, test_data, options: dict, progress: bool) -> dict:
     return {"kind": trainer.kind, **trainer.fit(model, data, Path(out), {**options, "resume": True}, progress, test_data)}
 
 
-def summary(result: dict) -> str:
+def summary_line(result: dict) -> str:
     """The one line that says what a finished training wrote (the CLI prints it)."""
     load_plugins()
     return _TRAINERS[result["kind"]].summary(result)
