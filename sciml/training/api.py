@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import ConfigError, UnknownNameError
+from .. import runs
+from ..errors import CheckpointError, ConfigError, UnknownNameError
 from ..registry import load_plugins
 from . import coral, ddp, trainer
 from .options import TrainOptions
@@ -136,11 +137,8 @@ def _check(trainer: Trainer, data, test_data) -> None:
 
 
 def _resume(model, out, data, test_data, options: dict, progress: bool) -> dict:
-    from ..errors import CheckpointError
-    from ..runs import kind as run_kind
-
     try:
-        kind = run_kind(out)
+        kind = runs.kind(out)
     except CheckpointError:  # no run metadata yet: an operator run killed before its first checkpoint
         kind = "operator"
     trainer = trainer_for(kind if kind != "operator" else model)
