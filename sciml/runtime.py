@@ -135,6 +135,10 @@ def device(name=None):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name} requested but no CUDA GPU is available; use --device cpu (or auto)")
     try:
-        return torch.device(name)
+        dev = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name} requested but {torch.cuda.device_count()} CUDA GPU(s) are visible; "
+                          "use cuda (the first) or --device cpu")
+    return dev

@@ -16,10 +16,11 @@ import sys
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sciml import datasets, training, workflow
+from sciml.config import from_dict
 from sciml.errors import SciMLError
 from test_cli import run_cli
 
@@ -104,8 +105,8 @@ def test_mutated_dataset_files_are_read_or_refused_in_one_line(valid, tmp_path, 
         one_line_or_ok(code, err)
         try:  # the training reader: the data, or a SciMLError (one line on the CLI), nothing else
             data = training.load_grid_data(path)
-        except SciMLError:
-            pass
+        except SciMLError as exc:
+            assert str(exc) and "\n" not in str(exc), repr(str(exc))
         else:
             assert data.x.shape[0] == data.y.shape[0] >= 1
         gc.collect()
@@ -159,20 +160,36 @@ def test_mutated_configs_load_or_fail_with_a_config_error(cfg):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cfg=mutated_configs())
 def test_mutated_configs_on_the_command_line(cfg, tmp_path, capsys):
-    """The CLI path of the configs the parser refuses: one line naming the problem, exit 1, and
-    nothing written (a valid config would start real work; the API test above covers it)."""
+    """The CLI path of every mutated config: one that the parser refuses ends in one line, exit 1,
+    before any data is made; one that it accepts is taken to the data generation with its own data
+    section (stopped there by a stub, since real generation and training would take minutes). Either
+    way nothing is written."""
     path = tmp_path / "exp.yaml"
     cfg = {**cfg, "out": str(tmp_path / "out")}
     path.write_text(yaml.safe_dump(cfg))
     try:
-        workflow.load_experiment(path)
+        exp = workflow.load_experiment(path)
         valid = True
     except SciMLError:
         valid = False
-    assume(not valid)  # hypothesis draws another example instead of passing this one unchecked
-    code, _, err = run_cli(["run", path], capsys)
+    requests = []
+
+    def stop_before_generating(path, request, progress=True):
+        requests.append(request)
+        raise SciMLError("stopped before generating")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(workflow, "generate_cached", stop_before_generating)
+        code, _, err = run_cli(["run", path], capsys)
     one_line_or_ok(code, err)
     assert code == 1 and not (tmp_path / "out").exists()
+    if not valid:
+        assert not requests, f"a config the parser refuses reached the data generation: {requests}"
+    elif "must not set data/out" not in err:  # the one check workflow.run adds to the parser's
+        assert "stopped before generating" in err, err
+        data = from_dict(workflow.DataSection, exp.data)  # defaults filled in for dropped keys
+        assert requests and {k: requests[0][k] for k in ("pde", "resolution", "n", "seed")} == \
+            {"pde": data.pde, "resolution": data.resolution, "n": data.n_train, "seed": exp.seed}
 
 
 def _damage(path, how):
@@ -241,6 +258,7 @@ def run_and_mat(tmp_path_factory):
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(target="config.yaml", edits=[(0.0, b"\x80")], cut=None)  # found by this test: a UnicodeDecodeError traceback
+@example(target="train_state.pt", edits=[(0.0, b"a")], cut=None)  # found by this test: an IndexError from torch's unpickler
 @given(target=st.sampled_from(["weights.safetensors", "run.json", "train_state.pt", "config.yaml"]),
        edits=mutations, cut=st.one_of(st.none(), st.floats(0, 1)))
 def test_mutated_checkpoints_are_loaded_or_refused_in_one_line(run_and_mat, tmp_path, capsys, target, edits, cut):

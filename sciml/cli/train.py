@@ -88,6 +88,7 @@ def _check_nproc(nproc: int, device) -> None:
     """Refuse process counts that cannot train data-parallel here."""
     import torch
 
+    from .. import runtime
     from ..errors import ConfigError
     from ..training import ddp
 
@@ -96,7 +97,7 @@ def _check_nproc(nproc: int, device) -> None:
     if ddp.env_world_size() > 1:
         raise ConfigError(f"--nproc {nproc} inside a torchrun launch (WORLD_SIZE={ddp.env_world_size()}); "
                           "drop --nproc, torchrun already started the processes")
-    if device == "cuda" or (device in (None, "auto") and torch.cuda.is_available()):
+    if device == "cuda" or (device in (None, "auto") and runtime.device("auto").type == "cuda"):
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if nproc > gpus:
             raise ConfigError(f"--nproc {nproc} needs one GPU per process but {gpus} GPU(s) are visible; "

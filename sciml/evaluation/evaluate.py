@@ -251,8 +251,12 @@ def evaluate_many(
     where = cluster_spec(cluster, workers, settings=cluster_settings)
     single_out = out if len(runs) == 1 else None
     if where.in_process:
-        results = [evaluate(run, paths or None, out=single_out, batch_size=batch_size, n_solver_samples=n_solver_samples,
-                            device=device, **kind_options) for run in _bar(runs, progress)]
+        results = []
+        with runtime.progress(len(runs), "evaluate", enabled=progress and len(runs) > 1) as advance:
+            for run in runs:
+                results.append(evaluate(run, paths or None, out=single_out, batch_size=batch_size,
+                                        n_solver_samples=n_solver_samples, device=device, **kind_options))
+                advance()
     else:
         if kinds - {"operator", "coral"} or kind_options.get("points") is not None:
             raise ConfigError("only operators are evaluated as Dask tasks (one per run and dataset), without --points; "
@@ -287,10 +291,3 @@ def _evaluate_task(run_dir: str, path: str, n_paths: int, batch_size: int | None
     the model name, its epoch and the device."""
     model, info, dev, bs = _load(run_dir, device, batch_size)
     return _dataset_or_error(model, info, path, n_paths, bs, n_solver_samples, dev), info.model_name, info.epoch, str(dev)
-
-
-def _bar(items, progress: bool):
-    with runtime.progress(len(items), "evaluate", enabled=progress and len(items) > 1) as advance:
-        for item in items:
-            yield item
-            advance()

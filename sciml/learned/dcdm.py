@@ -439,7 +439,7 @@ def solve_with_run(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | Non
     net, _ = _CACHE[key]
     shape = grid_shape(A.shape[0], net.config.dim)
     # the network runs on the GPU when there is one; the iteration's vectors stay in float64 on the CPU
-    direction = Direction(net, shape, fluid_rows(A), device="cuda" if torch.cuda.is_available() else "cpu")
+    direction = Direction(net, shape, fluid_rows(A), device=runtime.device("auto"))
     setup = time.perf_counter() - t0
     result = dcdm_solve(A, b, direction, tol=tol, maxiter=maxiter, x0=x0)
     return dataclasses.replace(result, setup_time=setup, method=f"dcdm:{run}")

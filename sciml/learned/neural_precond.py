@@ -592,7 +592,7 @@ def _network_for(A: sp.spmatrix, run: str) -> tuple[NeuralPreconditioner, dict]:
     if grid_dim(A) != dim:
         raise DataError(f"{run} was trained on {dim}-D grids; this matrix is {grid_dim(A)}-D")
     shape = grid_shape(A.shape[0], dim)
-    return NeuralPreconditioner(net, A, shape, "cuda" if torch.cuda.is_available() else "cpu"), meta
+    return NeuralPreconditioner(net, A, shape, runtime.device("auto")), meta
 
 
 def neural_solve(A: sp.spmatrix, b: np.ndarray, run: str | Path, method: str = "fcg", tol: float = 1e-8,

@@ -103,6 +103,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from .. import runtime
 from ..errors import ConfigError
 from . import register
 from .problems import TEST_POINTS, Problem, relative_l2
@@ -666,11 +667,7 @@ def gp_solve(problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, 
         raise ConfigError(f"eval_every must be an integer >= 1, got {eval_every!r}; use e.g. 100")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ConfigError(f"lr must be a positive finite number, got {lr!r}; the paper uses 1e-2")
-    try:
-        dev = torch.device(device)
-        torch.empty(0, device=dev)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device must be an available torch device, got {device!r} ({exc}); use 'cpu'") from None
+    dev = runtime.device(device)
     model = GPHM(problem, kernel, n_col, components, jitter, llk_weight, seed, dev, whiten, reduction, freq_scale)
     if not (isinstance(cg_tol, (int, float)) and 0 < cg_tol < 1):
         raise ConfigError(f"cg_tol must be in (0, 1), got {cg_tol!r}; use e.g. 1e-8")

@@ -300,7 +300,8 @@ def load_train_state(run_dir: str | Path) -> dict[str, Any]:
             f"{path} holds objects other than tensors and numbers ({first[:160]}); refusing to unpickle it, "
             "it was not written by sciml: delete it or start a new run"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+        # a damaged file makes torch's restricted unpickler fail in many ways; none of them is the user's bug
         raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}); the run is damaged, start a new run") from None
     if not isinstance(state, dict) or not {"epoch", "optimizer", "scheduler", "rng"} <= set(state):
         raise CheckpointError(f"{path} is not a sciml training state; delete it or start a new run")
