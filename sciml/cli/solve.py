@@ -16,11 +16,13 @@ def solve(
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     index: Annotated[int, typer.Option(help="Sample index (with --data: the stored sample).")] = 0,
     data: Annotated[Optional[Path], typer.Option(help="Take the system of a stored sample of this dataset.")] = None,
-    method: Annotated[str, typer.Option(help="Comma-separated methods, e.g. pcg-amg,cg,direct; with a trained "
+    method: Annotated[str, typer.Option(help="Comma-separated methods, e.g. pcg-mg,pcg-amg,cg,direct; with a trained "
                                               "preconditioner RUN also hints:RUN, fcg:RUN, fgmres:RUN; with --problem "
                                               "gp, gp-stm, pinn. Default pcg-amg,cg (with --problem: gp).")] = None,
     tol: Annotated[float, typer.Option(help="Relative residual tolerance.")] = 1e-8,
     maxiter: Annotated[Optional[int], typer.Option(help="Iteration limit of iterative methods.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Where pcg-mg and pcg-amg run their cycle: cpu, cuda or auto "
+                                                       "(default cpu; pcg-amg on cpu is pyamg's own cycle).")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Generator parameter KEY=VALUE.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Save the residual histories (mesh-free: the solutions) to this PNG.")] = None,
     problem: Annotated[Optional[str], typer.Option(help="Mesh-free test problem for --method gp,gp-stm,pinn (e.g. poisson1d-sin100; `--problem list` lists them).")] = None,
@@ -55,7 +57,7 @@ def solve(
         A, b, info = datasets.system(pde, resolution=resolution, seed=seed, index=index, **parse_assignments(param, "--param"))
     else:
         raise ConfigError("name a PDE (e.g. `sciml solve darcy -s 128`) or pass --data FILE --index i")
-    results = [solvers.solve(A, b, method=m, tol=tol, maxiter=maxiter) for m in methods]
+    results = [solvers.solve(A, b, method=m, tol=tol, maxiter=maxiter, device=device) for m in methods]
     rows = [[r.method, r.converged, r.iterations, float(r.residuals[-1]) if len(r.residuals) else float("nan"),
              r.setup_time, r.solve_time, r.total_time] for r in results]
     table(["method", "converged", "iterations", "rel. residual", "setup s", "solve s", "total s"], rows,
