@@ -27,6 +27,8 @@ def generate(
     workers: Annotated[Optional[int], typer.Option("--workers", "-w", help=WORKERS_HELP)] = None,
     cluster_config: Annotated[Optional[Path], typer.Option("--cluster-config", help=CLUSTER_CONFIG_HELP)] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Same as --cluster ADDRESS: solve on the workers of a running Dask scheduler, e.g. tcp://10.0.0.1:8786.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Solve batches of samples with multigrid-PCG (pcg-mg) on this torch device: cpu, cuda or auto. Inputs stay bitwise those of a run without it. Linear generators only.")] = None,
+    batch: Annotated[int, typer.Option(help="Samples per batched solve with --device.")] = 16,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     list_: Annotated[bool, typer.Option("--list", help="List the generators and exit.")] = False,
 ) -> None:
@@ -54,7 +56,7 @@ def generate(
         path = datasets.generate(
             pde, n=n, resolution=resolution, seed=seed, out=out, subsample=subsample, progress=progress,
             dtype=dtype, resume=resume, workers=workers, scheduler=scheduler, cluster=cluster,
-            cluster_settings=cluster_section(cluster_config), overwrite=overwrite, **params,
+            cluster_settings=cluster_section(cluster_config), overwrite=overwrite, device=device, batch=batch, **params,
         )
     except KeyboardInterrupt as exc:  # the library's message says how many samples are safe
         sys.stderr.write(f"{exc or 'interrupted'}\n")

@@ -121,9 +121,18 @@ class Generator(abc.ABC):
     def sample(self, seed: int, index: int) -> tuple[dict[str, np.ndarray], Solved]:
         """Sample ``index``: stored (strided) arrays of inputs and outputs, and the solve."""
         inputs = self.draw_inputs(np.random.default_rng([seed, index]))
-        solved = self.solve(inputs)
-        arrays = {k: self.stride(v) for k, v in {**inputs, **solved.outputs}.items()}
-        return arrays, solved
+        return self._stored(inputs, self.solve(inputs))
+
+    def _stored(self, inputs: dict[str, np.ndarray], solved: Solved) -> tuple[dict[str, np.ndarray], Solved]:
+        return {k: self.stride(v) for k, v in {**inputs, **solved.outputs}.items()}, solved
+
+    def samples(self, seed: int, indices: list[int], device=None) -> list[tuple[dict[str, np.ndarray], Solved]]:
+        """:meth:`sample` of each index; ``device`` batches the solves where the generator can
+        (:meth:`LinearGenerator.samples`), else is refused."""
+        if device is not None:
+            raise ConfigError(f"{self.name} does not solve linear systems (it steps in time); --device batches the "
+                              "solves of darcy, poisson, poisson3d and condiff: drop --device")
+        return [self.sample(seed, i) for i in indices]
 
 
 class LinearGenerator(Generator):
@@ -166,6 +175,30 @@ class LinearGenerator(Generator):
                 "choose another solver or a larger tol"
             )
         return Solved(self.outputs_from(result.x, inputs), result.residual, result.method)
+
+    def samples(self, seed: int, indices: list[int], device=None) -> list[tuple[dict[str, np.ndarray], Solved]]:
+        """Samples ``indices``; with ``device`` their systems are solved together, in one batched
+        ``pcg-mg`` call on that torch device (:func:`sciml.solvers.multigrid.solve_batch`).
+
+        The inputs are drawn on the host from ``default_rng([seed, i])`` either way, so they are
+        bitwise those of :meth:`sample`; the outputs agree with it to the solve tolerance.
+        """
+        if device is None:
+            return [self.sample(seed, i) for i in indices]
+        from ..solvers import multigrid
+
+        inputs = [self.draw_inputs(np.random.default_rng([seed, i])) for i in indices]
+        systems = [self.assemble(x) for x in inputs]
+        x, converged, residuals, _, _ = multigrid.solve_batch(
+            [A for A, _ in systems], [b for _, b in systems], tol=self.config.tol, shape=self.unknown_shape(),
+            device=device)
+        out = []
+        for i, xi, ok, res, sample_inputs in zip(indices, x, converged, residuals, inputs):
+            if not ok:
+                raise DataError(f"{self.name}: the batched pcg-mg solve of sample {i} reached residual {res:.2e} > tol "
+                                f"{self.config.tol:.0e}; generate without --device (solver {self.config.solver!r})")
+            out.append(self._stored(sample_inputs, Solved(self.outputs_from(xi, sample_inputs), float(res), "pcg-mg")))
+        return out
 
 
 def _check_run(n: int, seed: int, dtype: str) -> None:
@@ -216,6 +249,8 @@ def generate(
     cluster: str | None = None,
     cluster_settings: dict | None = None,
     overwrite: bool = False,
+    device: str | None = None,
+    batch: int = 16,
     **params: Any,
 ) -> Path:
     """Generate ``n`` samples of PDE ``name`` into the dataset file ``out``.
@@ -239,12 +274,24 @@ def generate(
     silently (``overwrite=True`` discards it). Ctrl-C raises :class:`GenerationInterrupted`
     after saving what is done. A lock next to ``out`` stops a second process writing the same
     file (one ConfigError line naming the first).
+
+    Batched solves: ``device = "cpu" | "cuda" | "auto"`` solves ``batch`` samples at a time in
+    one batched multigrid-PCG call (``pcg-mg``) on that torch device, in this process. The inputs
+    are still drawn on the host from ``default_rng([seed, i])``, bitwise as without ``device``;
+    the outputs agree to the solve tolerance ``tol``. Linear generators only.
     """
     from ..io import output_lock
     from .format import DatasetWriter, partial_path
 
     _check_run(n, seed, dtype)
     where = clusters.cluster_spec(cluster, workers, scheduler=scheduler, settings=cluster_settings)
+    if device is not None:
+        if not where.in_process:
+            raise ConfigError("--device solves batches in this process (one GPU); drop --workers/--cluster, or drop --device "
+                              "to solve sample by sample on the Dask workers")
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ConfigError(f"batch must be a positive number of samples per solve, got {batch!r}")
+        device = str(runtime.device(device))  # a clear error now for a missing GPU, not after the first batch
     if Path(out).is_dir():
         example = str(Path(out) / f"{name}.h5")
         raise ConfigError(f"out {str(out)!r} is a directory; give a file name such as {example!r}")
@@ -271,7 +318,7 @@ def generate(
                     results = _on_dask(client, name, config, seed, todo)
                     stack.callback(results.close)  # cancels the tasks still in flight
                 else:
-                    results = _in_process(gen, seed, todo)
+                    results = _in_process(gen, seed, todo, device, batch)
                 advance = stack.enter_context(runtime.progress(len(todo), f"{name} {resolution}",
                                                                enabled=progress and len(todo) > 1))
                 for i, arrays, residual, method in results:
@@ -291,11 +338,20 @@ def generate(
                 raise
 
 
-def _in_process(gen: Generator, seed: int, todo: list[int]):
-    """``(index, stored arrays, residual, method)`` of every sample in ``todo``, in order."""
-    for i in todo:
-        arrays, solved = gen.sample(seed, i)
-        yield i, arrays, solved.residual, solved.method
+def _in_process(gen: Generator, seed: int, todo: list[int], device=None, batch: int = 16):
+    """``(index, stored arrays, residual, method)`` of every sample in ``todo``, in order; with
+    ``device``, ``batch`` samples are solved at a time (:meth:`Generator.samples`)."""
+    if device is None:
+        for i in todo:
+            arrays, solved = gen.sample(seed, i)
+            yield i, arrays, solved.residual, solved.method
+        return
+    if not isinstance(gen, LinearGenerator):
+        gen.samples(seed, [], device)  # refuses in one line
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        for i, (arrays, solved) in zip(chunk, gen.samples(seed, chunk, device)):
+            yield i, arrays, solved.residual, solved.method
 
 
 def _on_dask(client, name: str, config: dict, seed: int, todo: list[int]):

@@ -76,21 +76,28 @@ def parity_classes(dim: int) -> list[tuple[int, ...]]:
 def grid_shape_of(A: sp.spmatrix, shape: Sequence[int] | None = None) -> tuple[int, ...]:
     """The grid on which ``A`` is a ``3^d``-point stencil: ``shape`` if given, else the square
     (``m^2``) or cube (``m^3``) grid of ``A``'s size whose stencil holds every nonzero."""
+    return _locate(A, shape)[0]
+
+
+def _locate(A: sp.spmatrix, shape: Sequence[int] | None):
+    """``(shape, (rows, offset index, values))`` of ``A`` as a stencil (see :func:`grid_shape_of`)."""
     n = A.shape[0]
     if shape is not None:
         shape = tuple(int(s) for s in shape)
         if math.prod(shape) != n:
             raise ConfigError(f"grid shape {shape} has {math.prod(shape)} points but the matrix has {n} rows")
-        return shape
-    candidates = []
+        found = _stencil_index(A, shape)
+        if found is None:
+            raise ConfigError(f"the matrix has entries outside the 3^{len(shape)}-point stencil of the grid {shape}; "
+                              "pcg-mg needs a structured-grid stencil, use pcg-amg")
+        return shape, found
     for dim in (2, 3, 1):
         m = round(n ** (1.0 / dim))
         for mm in (m - 1, m, m + 1):
             if mm >= 1 and mm**dim == n:
-                candidates.append((mm,) * dim)
-    for cand in candidates:
-        if _fits(A, cand):
-            return cand
+                found = _stencil_index(A, (mm,) * dim)
+                if found is not None:
+                    return (mm,) * dim, found
     raise ConfigError(f"the matrix ({n} unknowns) is not a 5-, 7- or 9-point stencil on a square or cube grid; "
                       "pcg-mg needs a structured grid (pass its shape) or use pcg-amg")
 
@@ -100,8 +107,9 @@ def _stencil_index(A: sp.spmatrix, shape: tuple[int, ...]) -> tuple[np.ndarray, 
     when an entry couples points more than one step apart along some axis."""
     A = sp.csr_matrix(A)
     A.sum_duplicates()
-    rows = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr))
-    r, c = rows.copy(), A.indices.astype(np.int64)
+    itype = np.int32 if A.shape[0] < 2**31 else np.int64
+    rows = np.repeat(np.arange(A.shape[0], dtype=itype), np.diff(A.indptr))
+    r, c = rows.copy(), A.indices.astype(itype)
     k = np.zeros_like(r)
     weight = 1
     for m in reversed(shape):
@@ -119,14 +127,10 @@ def _fits(A: sp.spmatrix, shape: tuple[int, ...]) -> bool:
     return _stencil_index(A, shape) is not None
 
 
-def stencil_from_csr(A: sp.spmatrix, shape: Sequence[int]) -> np.ndarray:
-    """``S`` of shape ``(3^d, *shape)`` with ``S[k, p] = A[p, p + o_k]`` (float64)."""
-    shape = tuple(shape)
-    found = _stencil_index(A, shape)
-    if found is None:
-        raise ConfigError(f"the matrix has entries outside the 3^{len(shape)}-point stencil of the grid {shape}; "
-                          "pcg-mg needs a structured-grid stencil, use pcg-amg")
-    rows, k, values = found
+def stencil_from_csr(A: sp.spmatrix, shape: Sequence[int] | None = None) -> np.ndarray:
+    """``S`` of shape ``(3^d, *shape)`` with ``S[k, p] = A[p, p + o_k]`` (float64); ``shape``
+    default: the square or cube grid of :func:`grid_shape_of`."""
+    shape, (rows, k, values) = _locate(A, shape)
     S = np.zeros((3 ** len(shape), math.prod(shape)))
     S[k, rows] = values
     return S.reshape((3 ** len(shape), *shape))
@@ -431,7 +435,7 @@ class Multigrid:
 
 def stencils(matrices: Sequence[sp.spmatrix], shape: Sequence[int] | None = None, device=None) -> torch.Tensor:
     """Batched stencil tensor ``(B, 3^d, *shape)`` on ``device`` of CSR matrices of one grid."""
-    shape = grid_shape_of(matrices[0], shape)
+    shape = grid_shape_of(matrices[0], shape) if len(matrices) > 1 else shape
     S = np.stack([stencil_from_csr(A, shape) for A in matrices])
     return torch.from_numpy(S).to(device or "cpu")
 
