@@ -18,6 +18,7 @@ setup + solve <= 1.0x pyamg at 1024^2 and 128^3.
 
     python benchmarks/multigrid.py --quick          # 64^2..256^2 and 32^3: under a minute on 2 cores
     python benchmarks/multigrid.py                  # 64^2..2048^2 and 64^3, 128^3 (about 10 min on 2 cores)
+    python benchmarks/multigrid.py --crossover      # where `solver: auto` switches to pcg-mg (generators' sizes)
     sciml solve condiff -s 1024 -p variance=2.0 --method pcg-mg,pcg-amg    # one row, from the CLI
 
 Writes ``multigrid.md`` (table, targets, machine) and ``multigrid.json`` into ``--out``.
@@ -96,6 +97,41 @@ def bench(problems: list[str], protocol: str, gpu: bool) -> list[dict]:
     return rows
 
 
+CROSSOVER = {"darcy": [65, 97, 129, 161, 193, 257, 385], "poisson3d": [16, 32, 48, 56, 64, 80]}
+
+
+def crossover(out: Path) -> None:
+    """Where ``auto`` should switch to ``pcg-mg``: per-sample setup + solve of direct, pcg-amg and
+    pcg-mg (tol 1e-10, the generators' default) with 1 torch thread (a Dask worker) and with all
+    cores (an in-process run), median of 3 samples."""
+    lines = ["# Crossover of the generators' solvers (tol 1e-10, median of 3 samples, setup + solve)", "",
+             "| pde | resolution | unknowns | torch threads | direct s | pcg-jacobi s | pcg-amg s | pcg-mg s | fastest |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    cores = torch.get_num_threads()
+    for pde, sizes in CROSSOVER.items():
+        for s in sizes:
+            systems = [datasets.system(pde, resolution=s, index=i)[:2] for i in range(3)]
+            for threads in sorted({1, cores}):
+                torch.set_num_threads(threads)
+                times = {}
+                for method in ("direct", "pcg-jacobi", "pcg-amg", "pcg-mg"):
+                    if (method == "direct" and systems[0][0].shape[0] > (200_000 if pde == "darcy" else 30_000)) or \
+                            (method == "pcg-jacobi" and pde == "darcy"):  # Jacobi: only poisson3d's auto uses it
+                        times[method] = float("nan")
+                        continue
+                    times[method] = float(np.median([solvers.solve(A, b, method=method, tol=1e-10).total_time
+                                                     for A, b in systems]))
+                best = min((t, m) for m, t in times.items() if t == t)[1]
+                lines.append(f"| {pde} | {s} | {systems[0][0].shape[0]} | {threads} | {times['direct']:.4f} | "
+                             f"{times['pcg-jacobi']:.4f} | {times['pcg-amg']:.4f} | {times['pcg-mg']:.4f} | {best} |")
+                print(lines[-1], flush=True)
+    torch.set_num_threads(cores)
+    lines += ["", "## Machine", "", *(f"- {m}" for m in machine_notes()), ""]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "crossover.md").write_text("\n".join(lines))
+    print(f"wrote {out / 'crossover.md'}")
+
+
 def check_targets(rows: list[dict]) -> list[str]:
     lines = []
 
@@ -143,7 +179,10 @@ def main(argv=None) -> None:
     parser.add_argument("--problems", default=",".join(PROBLEMS), help="comma-separated subset of " + ", ".join(PROBLEMS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/multigrid"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--crossover", action="store_true", help="only measure where solver auto should pick pcg-mg")
     args = parser.parse_args(argv)
+    if args.crossover:
+        return crossover(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     problems = [p.strip() for p in args.problems.split(",") if p.strip()]

@@ -12,7 +12,7 @@ from sciml.solvers import available, choose_method, darcy_operator, laplacian, s
 from sciml.solvers import linear
 from sciml.testing import assert_monotone_ish, relative_residual
 
-METHODS = ["direct", "cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "gmres", "auto"]
+METHODS = ["direct", "cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg", "gmres", "auto"]
 
 
 def _darcy_system():
@@ -30,7 +30,7 @@ SYSTEMS = {"poisson": _poisson_system, "darcy": _darcy_system}
 
 
 def test_available_lists_every_method():
-    assert available()[:7] == ["auto", "direct", "cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "gmres"]
+    assert available()[:8] == ["auto", "direct", "cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg", "gmres"]
 
 
 @pytest.mark.parametrize("system", list(SYSTEMS))
@@ -98,6 +98,13 @@ def test_auto_picks_direct_small_and_amg_large_at_the_measured_crossover():
     upwind = sp.diags([np.ones(12**3 - 1)], [1])
     assert choose_method((laplacian(12, 3) + upwind).tocsr()) == "gmres"      # nonsymmetric 3-D
     assert linear.DIRECT_MAX_2D == 12_000 and linear.DIRECT_MAX_3D == 1_000
+    # the structured multigrid beyond its crossover, on grid stencils only
+    assert choose_method(laplacian(190, 2)) == "pcg-amg" and linear.MG_MIN_2D == 40_000  # 36 100 unknowns
+    assert choose_method(laplacian(201, 2)) == "pcg-mg"           # 40 401 unknowns
+    assert choose_method(laplacian(50, 3)) == "pcg-mg" and choose_method(laplacian(49, 3)) == "pcg-amg"
+    A = laplacian(201, 2)
+    perm = np.random.default_rng(0).permutation(A.shape[0])  # the same matrix, its grid order lost
+    assert choose_method(A[perm][:, perm].tocsr()) == "pcg-amg"
 
 
 def test_gmres_solves_a_nonsymmetric_system():

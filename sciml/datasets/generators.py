@@ -163,7 +163,7 @@ class LinearGenerator(Generator):
         """The solve method for ``A`` (``auto`` resolved)."""
         if self.config.solver != "auto":
             return self.config.solver
-        return linear.choose_method(A, symmetric=self.symmetric)
+        return linear.choose_method(A, symmetric=self.symmetric, grid=self.unknown_shape())
 
     def solve(self, inputs: dict[str, np.ndarray]) -> Solved:
         A, b = self.assemble(inputs)

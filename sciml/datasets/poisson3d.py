@@ -28,8 +28,11 @@ from .random_fields import check_forcing, random_forcing
 
 # auto solver crossover, measured on this project's 2-core CPU (default obstacles, tol 1e-10,
 # setup included): Jacobi-PCG vs RS-AMG-PCG took 0.06-0.08 vs 0.20-0.22 s at 32^3,
-# 1.0-2.4 vs 1.4-3.0 s at 64^3, 9.1-10.9 vs 10.3-12.0 s at 96^3 and 25.8 vs 18.9 s at 128^3
-JACOBI_MAX = 96**3
+# 1.0-2.4 vs 1.4-3.0 s at 64^3, 9.1-10.9 vs 10.3-12.0 s at 96^3 and 25.8 vs 18.9 s at 128^3.
+# The structured multigrid (pcg-mg) takes over beyond 64^3 (`benchmarks/multigrid.py
+# --crossover`): Jacobi-PCG vs pcg-mg 0.27 vs 0.58 s at 48^3, 1.09 vs 1.09 s at 64^3, 9.3 vs
+# 2.9 s at 96^3.
+JACOBI_MAX = 64**3
 
 
 def _check_range(name: str, pair: tuple[float, ...], upper: float) -> None:
@@ -155,7 +158,7 @@ class Poisson3d(LinearGenerator):
         if self.config.solver == "auto" and self.config.dim == 2:
             return linear.choose_method(A, symmetric=True)
         if self.config.solver == "auto":
-            return "pcg-jacobi" if A.shape[0] <= JACOBI_MAX else "pcg-amg"
+            return "pcg-jacobi" if A.shape[0] <= JACOBI_MAX else "pcg-mg"
         return self.config.solver
 
     def _solid(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -14,8 +14,8 @@ Methods (``available()``):
   square and cube grids; grid-independent iteration counts, also at coefficient contrast 1e5.
 * ``gmres``: restarted GMRES(100) without preconditioner (Saad & Schultz 1986,
   ``scipy.sparse.linalg.gmres``), the nonsymmetric baseline; slow on elliptic problems.
-* ``auto``: ``direct`` for small systems, ``pcg-amg`` for large symmetric ones beyond the
-  measured crossover (see :func:`choose_method`).
+* ``auto``: ``direct`` for small systems, ``pcg-amg`` for larger symmetric ones and ``pcg-mg``
+  for the largest on structured grids, at the measured crossovers (see :func:`choose_method`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ DIRECT_MAX_2D = 12_000
 # 7-point (3-D) stencils fill in much faster (3-D Laplacian, same protocol): 0.0026 vs
 # 0.0070 s at 8^3, 0.012 vs 0.010 s at 10^3, 0.031 vs 0.014 s at 12^3, 0.41 vs 0.042 s at 20^3.
 DIRECT_MAX_3D = 1_000
+# Beyond these sizes the structured multigrid (pcg-mg) beats RS-AMG-PCG on grid stencils
+# (`python benchmarks/multigrid.py --crossover`, tol 1e-10, 1 and 2 torch threads, median of
+# 3 samples): Darcy 0.078 vs 0.077 s at 193^2 (36k unknowns), 0.12 vs 0.15 s at 257^2, 0.27
+# vs 0.40 s at 385^2; 3-D obstacles 0.53 vs 0.50 s at 48^3 (111k), 0.73 vs 0.83 s at 56^3.
+MG_MIN_2D = 40_000
+MG_MIN_3D = 120_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +139,10 @@ def is_symmetric(A: sp.spmatrix, rtol: float = 1e-12) -> bool:
     return diff.nnz == 0 or diff.max() <= rtol * abs(A).max()
 
 
-def choose_method(A: sp.spmatrix, symmetric: bool | None = None) -> str:
-    """The method ``auto`` runs: direct below the measured crossover, else AMG-PCG.
+def choose_method(A: sp.spmatrix, symmetric: bool | None = None, grid: tuple[int, ...] | None = None) -> str:
+    """The method ``auto`` runs: direct below the measured crossover, then AMG-PCG, and the
+    structured multigrid (``pcg-mg``) beyond ``MG_MIN_2D`` / ``MG_MIN_3D`` unknowns when ``A`` is
+    a stencil on a grid (``grid``, its shape when the caller knows it; else looked up).
 
     Fill-in of a sparse direct factorisation grows with the stencil's dimension, which the
     average number of nonzeros per row tells apart (at most 5 for 5-point, 7 for 7-point).
@@ -150,8 +158,21 @@ def choose_method(A: sp.spmatrix, symmetric: bool | None = None) -> str:
     if symmetric is None:
         symmetric = is_symmetric(A)
     if symmetric:
-        return "pcg-amg"
+        return "pcg-mg" if _on_grid(A, grid, two_d) else "pcg-amg"
     return "direct" if two_d else "gmres"
+
+
+def _on_grid(A: sp.spmatrix, grid: tuple[int, ...] | None, two_d: bool) -> bool:
+    """Whether ``A`` is large enough for pcg-mg to win and a stencil on a structured grid."""
+    if A.shape[0] < (MG_MIN_2D if two_d else MG_MIN_3D) or A.nnz > 27 * A.shape[0]:
+        return False
+    from . import multigrid  # torch: imported when a system this large is solved
+
+    try:
+        multigrid.grid_shape_of(A, grid)
+    except ConfigError:
+        return False
+    return True
 
 
 def solve(
