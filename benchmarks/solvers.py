@@ -53,8 +53,12 @@ from sciml.learned.dcdm import train_dcdm
 from sciml.solvers.linear import is_symmetric
 
 TOL = 1e-6
-METHODS = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "dcdm"]
-LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "dcdm": "DCDM"}
+METHODS = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg", "dcdm"]
+LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "pcg-mg": "PCG-MG",
+          "dcdm": "DCDM"}
+#: methods that run on the device DCDM's network runs on (the GPU when there is one): the
+#: structured multigrid is the classical method a learned solver is compared with on that device
+SAME_DEVICE = ("pcg-mg",)
 
 # family: PDE, generator parameters, DCDM iteration cap, and per protocol the benchmark sizes and
 # the training (resolution, steps, systems). Full and quick run the same code with these numbers.
@@ -77,7 +81,7 @@ FAMILIES = {
     },
 }
 
-STYLES = {"cg": "-", "pcg-jacobi": "--", "pcg-ic": "-", "pcg-amg": "-", "dcdm": "-"}  # CG = Jacobi on Poisson
+STYLES = {"cg": "-", "pcg-jacobi": "--", "pcg-ic": "-", "pcg-amg": "-", "pcg-mg": "-", "dcdm": "-"}  # CG = Jacobi on Poisson
 COLUMNS = ["family", "n", "unknowns", "method", "iterations", "converged", "residual", "setup_s", "solve_s",
            "total_s", "cpu_s", "repeats"]
 
@@ -111,6 +115,11 @@ def machine_notes() -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ DCDM runs
+
+
+def net_device() -> str:
+    """The torch device of ``dcdm:RUN``'s network, where the structured multigrid runs too."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def solve_device() -> str:
@@ -149,7 +158,7 @@ def dcdm_run(family: str, spec: dict, train: tuple[int, int, int], out: Path, de
 # ------------------------------------------------------------------------------------ solves
 
 
-def timed_solve(A, b, method: str, maxiter: int | None, repeats: int, budget_s: float) -> dict:
+def timed_solve(A, b, method: str, maxiter: int | None, repeats: int, budget_s: float, device: str | None = None) -> dict:
     """Solve ``repeats`` times (fewer once ``budget_s`` is spent); median times, last result's counts.
 
     ``cpu_s`` is the process's CPU time over the same solve (all threads): well below ``total_s``
@@ -158,7 +167,7 @@ def timed_solve(A, b, method: str, maxiter: int | None, repeats: int, budget_s: 
     times = []
     for _ in range(repeats):
         c0 = time.process_time()
-        r = solvers.solve(A, b, method=method, tol=TOL, maxiter=maxiter)
+        r = solvers.solve(A, b, method=method, tol=TOL, maxiter=maxiter, device=device)
         times.append((r.setup_time, r.solve_time, r.total_time, time.process_time() - c0))
         if sum(t[2] for t in times) > budget_s:
             break
@@ -172,7 +181,7 @@ def warm_up(spec: dict, n: int, runs: dict[str, str]) -> None:
     by ``sciml.learned.dcdm``) and torch's first-call costs stay out of the table."""
     A, b, _ = datasets.system(spec["pde"], resolution=n, seed=1, index=0, **spec["params"])
     for m in METHODS:
-        solvers.solve(A, b, method=runs.get(m, m), tol=TOL, maxiter=2)
+        solvers.solve(A, b, method=runs.get(m, m), tol=TOL, maxiter=2, device=net_device() if m in SAME_DEVICE else None)
 
 
 def bench_family(family: str, protocol: str, args) -> tuple[list[dict], dict]:
@@ -189,7 +198,8 @@ def bench_family(family: str, protocol: str, args) -> tuple[list[dict], dict]:
         for m in METHODS:
             maxiter = spec["dcdm_maxiter"] if m == "dcdm" else None
             t0 = time.perf_counter()
-            r = timed_solve(A, b, methods.get(m, m), maxiter, args.repeats, args.budget)
+            r = timed_solve(A, b, methods.get(m, m), maxiter, args.repeats, args.budget,
+                            device=net_device() if m in SAME_DEVICE else None)
             row = {"family": family, "n": n, "unknowns": int(A.shape[0]), "method": m, **r}
             if "contrast" in info["inputs"]:
                 row["contrast"] = float(info["inputs"]["contrast"])
@@ -244,6 +254,9 @@ def summary(rows: list[dict], family: str, run: dict) -> list[str]:
         if d and amg:
             ratios.append(f"{n}: {d['total_s'] / amg['total_s']:.1f}x" + ("" if d["converged"] else " (DCDM not converged)"))
     lines.append("- DCDM total time / PCG-AMG total time: " + ", ".join(ratios))
+    same = [f"{n}: {get[(n, 'dcdm')]['total_s'] / get[(n, 'pcg-mg')]['total_s']:.1f}x" for n in sizes
+            if (n, "dcdm") in get and (n, "pcg-mg") in get]
+    lines.append(f"- DCDM total time / PCG-MG total time, both on {solve_device()}: " + ", ".join(same))
     failed = [str(n) for n in sizes if (n, "dcdm") in get and not get[(n, "dcdm")]["converged"]]
     if failed:
         lines.append(f"- DCDM did not reach {TOL:g} at {', '.join(failed)} (final residuals "
@@ -281,9 +294,10 @@ def write_outputs(rows: list[dict], runs: dict, out: Path, protocol: str, notes:
               "on the GPU whenever torch sees one, whatever `--device` says (`--device` only picks where it trains). "
               "The iteration's vectors stay in float64 on the CPU, so a GPU solve copies the residual to the device "
               "and the direction back once per iteration. Each DCDM iteration costs one network evaluation, one "
-              "sparse mat-vec and two A-orthogonalisations; the classical methods always run on the CPU "
-              "(scipy/pyamg). Compare DCDM with PCG-AMG on the device named here: on a CPU, 3-D convolutions "
-              "dominate DCDM's time.",
+              "sparse mat-vec and two A-orthogonalisations. PCG-MG (the structured multigrid in torch) runs on "
+              f"the same device as DCDM's network ({net_device()}), so DCDM / PCG-MG is the same-hardware "
+              "comparison; the other classical methods run on the CPU (scipy/pyamg). On a CPU, 3-D "
+              "convolutions dominate DCDM's time.",
               f"- DCDM iterations are capped at {FAMILIES['poisson2d']['dcdm_maxiter']} in 2-D and "
               f"{FAMILIES['obstacles3d']['dcdm_maxiter']} in 3-D (one 3-D network evaluation took 0.07-0.14 s at 32^3 "
               "and 0.7 s at 64^3 on the 2-core development CPU, one thread); the classical methods at 10 n (CG, Jacobi, IC) and 500 (AMG).",
