@@ -13,7 +13,7 @@ overhead beyond solve + inputs + assembly (writing, bookkeeping), and the ratio 
     python benchmarks/generation.py              # Darcy 421, ConDiff 128, Burgers 8192, wave 128; 16 samples
 
 For the stationary (linear) PDEs it also reports samples/s of the batched path on the CPU
-(``generate(..., device="cpu", batch=16)``, ``sciml generate --device cpu``): ``batch`` systems
+(``generate(..., device="cpu")``, ``sciml generate --device cpu``): ``batch`` systems
 solved at once by multigrid-PCG in torch (``pcg-mg``), inputs drawn as in the serial path.
 """
 
@@ -57,7 +57,7 @@ def timed_generate(name: str, s: int, n: int, params: dict, out: Path, workers: 
     return time.perf_counter() - t0
 
 
-def bench(name: str, s: int, params: dict, n: int, folder: Path, scaling_s: float, batch: int = 16) -> dict:
+def bench(name: str, s: int, params: dict, n: int, folder: Path, scaling_s: float, batch: int | None = None) -> dict:
     gen = create(name, resolution=s, **params)
     gen.sample(0, n)  # warm-up: one-time imports and caches are not per-sample costs
     serial = timed_generate(name, s, n, params, folder / f"{name}{s}.h5", workers=1)
@@ -89,9 +89,13 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=None, help="samples per case")
     parser.add_argument("--scaling-seconds", type=float, default=None,
                         help="serial work per case in the 1 -> 2 worker comparison (default 10, quick 3)")
-    parser.add_argument("--batch", type=int, default=16, help="samples per batched solve (generate --device cpu --batch)")
+    parser.add_argument("--batch", type=int, default=None, help="samples per batched solve (default: generate's, ~1M unknowns)")
+    parser.add_argument("--cases", default=None, help="comma-separated generators to run (default all), e.g. darcy,condiff")
     args = parser.parse_args()
     cases = QUICK if args.quick else FULL
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        cases = [c for c in cases if c[0] in wanted]
     n = max(2, args.n or 16)
     scaling = args.scaling_seconds or (3.0 if args.quick else 10.0)
     print(f"{'case':>14} {'samples/s':>10} {'gen s/sample':>13} {'bare solve':>11} {'ratio':>6} "

@@ -62,3 +62,12 @@ def test_device_is_refused_where_it_cannot_apply(tmp_path):
     with pytest.raises(ConfigError, match="drop --workers"):
         datasets.generate("darcy", n=2, resolution=33, out=tmp_path / "d.h5", progress=False, device="cpu", workers=2)
     assert not (tmp_path / "d.h5").exists() and not (tmp_path / "b.h5").exists()
+
+
+def test_default_batch_keeps_about_a_million_unknowns_on_a_cpu():
+    from sciml.datasets.generators import default_batch
+
+    assert default_batch(datasets.create("condiff", resolution=128), "cpu") == 64  # 2^20 / 128^2
+    assert default_batch(datasets.create("darcy", resolution=421), "cpu") == 5     # 2^20 / 419^2
+    assert default_batch(datasets.create("darcy", resolution=421), "cuda") == 95
+    assert default_batch(datasets.create("darcy", resolution=33), "cuda") == 256   # capped

@@ -28,7 +28,7 @@ def generate(
     cluster_config: Annotated[Optional[Path], typer.Option("--cluster-config", help=CLUSTER_CONFIG_HELP)] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Same as --cluster ADDRESS: solve on the workers of a running Dask scheduler, e.g. tcp://10.0.0.1:8786.")] = None,
     device: Annotated[Optional[str], typer.Option(help="Solve batches of samples with multigrid-PCG (pcg-mg) on this torch device: cpu, cuda or auto. Inputs stay bitwise those of a run without it. Linear generators only.")] = None,
-    batch: Annotated[int, typer.Option(help="Samples per batched solve with --device.")] = 16,
+    batch: Annotated[Optional[int], typer.Option(help="Samples per batched solve with --device (default: about 1M unknowns per batch on a CPU, 16M on a GPU).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     list_: Annotated[bool, typer.Option("--list", help="List the generators and exit.")] = False,
 ) -> None:
