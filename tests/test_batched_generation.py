@@ -71,3 +71,16 @@ def test_default_batch_keeps_about_a_million_unknowns_on_a_cpu():
     assert default_batch(datasets.create("darcy", resolution=421), "cpu") == 5     # 2^20 / 419^2
     assert default_batch(datasets.create("darcy", resolution=421), "cuda") == 95
     assert default_batch(datasets.create("darcy", resolution=33), "cuda") == 256   # capped
+
+
+def test_cli_generate_with_device(tmp_path, capsys):
+    from test_cli import assert_one_line_error, run_cli
+
+    out = tmp_path / "c.h5"
+    code, _, err = run_cli(["generate", "condiff", "--n", "3", "-s", "15", "--out", out, "--device", "cpu",
+                            "--batch", "2", "--no-progress"], capsys)
+    assert code in (0, None), err
+    with datasets.open(out) as ds:
+        assert ds["u"].shape == (3, 15, 15) and "pcg-mg" in str(ds.attrs["solver"])
+    code, _, err = run_cli(["generate", "burgers", "--n", "2", "-s", "64", "--out", tmp_path / "w.h5", "--device", "cpu"], capsys)
+    assert_one_line_error(code, err, "drop --device")
