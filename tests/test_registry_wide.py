@@ -150,7 +150,7 @@ def test_reverse_order_and_resume_write_the_same_file(generated, tmp_path, monke
     kw = dict(n=N, seed=SEED, dtype="float64", progress=False, **params)
 
     in_order = generators._in_process
-    monkeypatch.setattr(generators, "_in_process", lambda gen, seed, todo: in_order(gen, seed, todo[::-1]))
+    monkeypatch.setattr(generators, "_in_process", lambda gen, seed, todo, *rest: in_order(gen, seed, todo[::-1], *rest))
     reverse = datasets.generate(name, out=tmp_path / "reverse.h5", **kw)
     monkeypatch.setattr(generators, "_in_process", in_order)
 
