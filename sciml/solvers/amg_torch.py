@@ -42,9 +42,11 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 import torch
+from numpy.polynomial import Chebyshev, Polynomial
 
 from .. import runtime
 from ..errors import ConfigError, DataError
+from .krylov_torch import pcg, solve_result, synchronize
 
 #: Chebyshev degree of the smoother (matrix products per smoothing; one less from a zero guess).
 #: PCG iterations / solve seconds for degree 2 and 3 at ``RATIO`` 4 (CPU, one torch thread, best
@@ -82,8 +84,6 @@ def smoothing_polynomial(degree: int = DEGREE, ratio: float = RATIO):
     """``(p, q)``, numpy ``Polynomial`` s: the smoother's error polynomial ``p(t) = 1 - t q(t)``,
     the scaled Chebyshev polynomial of degree ``degree`` on ``[1 / ratio, 1]`` with ``p(0) = 1``,
     and ``q`` (degree ``degree - 1``), which the smoother applies to ``D^-1 r``."""
-    from numpy.polynomial import Chebyshev, Polynomial
-
     lo, hi = 1.0 / ratio, 1.0
     T = Chebyshev.basis(degree).convert(kind=Polynomial)
     p = T(Polynomial([(hi + lo) / (hi - lo), -2.0 / (hi - lo)])) / T((hi + lo) / (hi - lo))
@@ -231,11 +231,6 @@ class ScipyAMGCycle:
         return self.smooth(l, f, x)
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def solve(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | None, x0: np.ndarray | None, device=None,
           **cycle):
     """``pcg-amg`` with the V-cycle on ``device``: :class:`~sciml.solvers.linear.SolveResult`.
@@ -245,15 +240,12 @@ def solve(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | None, x0: np
     preconditioner. ``residuals[-1]`` is the true relative residual of ``x``, recomputed after
     the iteration. ``cycle``: ``max_coarse``, ``degree``, ``ratio`` of :class:`TorchAMG`.
     """
-    from .krylov_torch import pcg
-    from .linear import SolveResult
-
     dev = runtime.device(device or "cpu")
     A = sp.csr_matrix(A, dtype=np.float64)
     t0 = time.perf_counter()
     amg = TorchAMG(A, dev, **cycle)
     At = amg._csr(A) if not amg.levels else amg.levels[0]["A"]  # one level: the matrix is the coarse one
-    _sync(dev)
+    synchronize(dev)
     t1 = time.perf_counter()
     bt = torch.from_numpy(np.asarray(b, dtype=np.float64).reshape(-1)).to(dev)[None]
     x0t = None if x0 is None else torch.from_numpy(np.asarray(x0, dtype=np.float64).reshape(-1)).to(dev)[None]
@@ -265,14 +257,5 @@ def solve(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | None, x0: np
         return amg(r.T).T
 
     out = pcg(matvec, bt, tol, maxiter or 500, x0t, precondition)
-    x = out.x
-    nb = torch.linalg.vector_norm(bt)
-    true = torch.linalg.vector_norm(bt - matvec(x)) / torch.where(nb > 0, nb, torch.ones_like(nb))
-    x, true = x[0].cpu().numpy(), float(true)  # copies to the host synchronise the device
-    _sync(dev)
-    t2 = time.perf_counter()
-    its = int(out.iterations[0])
-    history = out.residuals[: its + 1, 0].cpu().numpy().copy()
-    history[-1] = true  # krylov_torch keeps the recurrence value after a breakdown: the true one here
-    return SolveResult(x, bool(np.isfinite(true) and true <= tol), its, history, t1 - t0, t2 - t1, "pcg-amg",
-                       tuple(out.notes))
+    synchronize(dev)
+    return solve_result(out, t1 - t0, time.perf_counter() - t1, "pcg-amg")

@@ -5,7 +5,7 @@ Alg. 9.1), with every scalar a ``(B,)`` tensor: each system has its own step len
 contributing (its step is zeroed) once its recurrence residual reaches ``tol``. On exit the
 true residual ``||b - A x|| / ||b||`` of every system is computed; a system whose recurrence
 said "converged" but whose true residual does not hold restarts from its iterate, as in the
-numpy version. Vectors have any shape ``(B, ...)``: reductions run over all but the first axis.
+numpy version; the history's last row is the true residual of every system. Vectors have any shape ``(B, ...)``: reductions run over all but the first axis.
 Scalars stay on the device; one host synchronisation per iteration decides whether to go on.
 """
 
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from .linear import SolveResult
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -94,6 +96,23 @@ def pcg(A: Operator, b: torch.Tensor, tol: float, maxiter: int, x0: torch.Tensor
             history[-1] = torch.where(bad, torch.linalg.vector_norm(r.flatten(1), dim=1) / nb, history[-1])
             done = done | bad
         done = done | (history[-1] <= tol)
+    # the last row is the true residual of every system's x, a broken-down one's included
+    history[-1] = torch.linalg.vector_norm((b - A(x)).flatten(1), dim=1) / nb
     residuals = torch.stack(history)
     final = residuals[-1]
     return BatchedCG(x, final <= tol, iterations, residuals, notes)
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously) before reading a timer."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def solve_result(out: BatchedCG, setup: float, solve: float, method: str) -> SolveResult:
+    """The :class:`~sciml.solvers.linear.SolveResult` of a batch of one system."""
+    its = int(out.iterations[0])
+    history = out.residuals[: its + 1, 0].cpu().numpy().copy()
+    history[-1] = out.residuals[-1, 0].item()  # the true residual (the rows after its last step repeat it)
+    return SolveResult(out.x[0].reshape(-1).cpu().numpy(), bool(out.converged[0]), its, history, setup, solve, method,
+                       tuple(out.notes))

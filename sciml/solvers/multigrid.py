@@ -36,8 +36,8 @@ Schueller, *Multigrid*, 2001, sections 7.7 and A.8 for the Galerkin operator):
 * **Coarsest grid** (at most ``COARSEST`` points, or an axis shorter than 3): dense batched
   Cholesky.
 
-Reference: :class:`sciml.solvers.testing`'s scipy version of the same cycle
-(``tests/test_multigrid.py`` checks the two agree to round-off).
+Reference: ``tests/test_multigrid.py`` builds the same cycle point by point in scipy
+(interpolation from Dendy's formulas, ``P^T A P`` by scipy) and checks the two agree to round-off.
 """
 
 from __future__ import annotations
@@ -45,14 +45,15 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..errors import ConfigError, DataError
+from .. import runtime
+from ..errors import ConfigError, DataError, UnknownNameError
+from .krylov_torch import BatchedCG, pcg, solve_result, synchronize
 
 #: the coarsest level is solved densely once it has at most this many points
 COARSEST = 512
@@ -349,14 +350,6 @@ def dense_matrix(S: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- hierarchy
 
 
-@dataclass
-class CycleOptions:
-    presmooth: int = 1
-    postsmooth: int = 1
-    interpolation: str = "dendy"
-    coarsest: int = COARSEST
-
-
 class Multigrid:
     """Batched multigrid hierarchy of ``B`` stencils ``S`` ``(B, 3^d, *shape)`` (torch, float64).
 
@@ -367,8 +360,6 @@ class Multigrid:
     def __init__(self, S: torch.Tensor, presmooth: int = 1, postsmooth: int | None = None,
                  interpolation: str = "dendy", coarsest: int = COARSEST):
         if interpolation not in INTERPOLATIONS:
-            from ..errors import UnknownNameError
-
             raise UnknownNameError("interpolation", interpolation, list(INTERPOLATIONS))
         if S.dtype != torch.float64:
             raise ConfigError(f"multigrid stencils must be float64, got {S.dtype}")
@@ -423,10 +414,8 @@ class Multigrid:
         upad[_interior(level.dim)] = x
         return level.matvec(upad)
 
-    def solve(self, b: torch.Tensor, tol: float = 1e-8, maxiter: int = 200, x0: torch.Tensor | None = None):
+    def solve(self, b: torch.Tensor, tol: float = 1e-8, maxiter: int = 200, x0: torch.Tensor | None = None) -> BatchedCG:
         """Multigrid-preconditioned CG on the batch: :class:`~.krylov_torch.BatchedCG`."""
-        from .krylov_torch import pcg
-
         return pcg(self.matvec, b, tol, maxiter, x0, self)
 
 
@@ -434,10 +423,33 @@ class Multigrid:
 
 
 def stencils(matrices: Sequence[sp.spmatrix], shape: Sequence[int] | None = None, device=None) -> torch.Tensor:
-    """Batched stencil tensor ``(B, 3^d, *shape)`` on ``device`` of CSR matrices of one grid."""
-    shape = grid_shape_of(matrices[0], shape) if len(matrices) > 1 else shape
-    S = np.stack([stencil_from_csr(A, shape) for A in matrices])
+    """Batched stencil tensor ``(B, 3^d, *shape)`` on ``device`` of CSR matrices of one grid
+    (``shape`` default: the first matrix's square or cube grid)."""
+    first = stencil_from_csr(matrices[0], shape)
+    shape = first.shape[1:]
+    S = np.stack([first, *(stencil_from_csr(A, shape) for A in matrices[1:])])
     return torch.from_numpy(S).to(device or "cpu")
+
+
+def _setup(matrices, shape, device, cycle) -> tuple[Multigrid, torch.device, float]:
+    """The hierarchy of ``matrices`` on ``device`` and its set-up seconds."""
+    dev = runtime.device(device or "cpu")
+    t0 = time.perf_counter()
+    mg = Multigrid(stencils(matrices, shape, dev), **cycle)
+    synchronize(dev)
+    return mg, dev, time.perf_counter() - t0
+
+
+def _on(vectors, mg: Multigrid, dev) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(v, dtype=np.float64) for v in vectors])).to(dev).reshape(
+        len(vectors), *mg.shape)
+
+
+def _timed_solve(mg: Multigrid, dev, b: torch.Tensor, tol, maxiter, x0=None) -> tuple[BatchedCG, float]:
+    t0 = time.perf_counter()
+    out = mg.solve(b, tol, maxiter, x0)
+    synchronize(dev)
+    return out, time.perf_counter() - t0
 
 
 def solve_batch(matrices: Sequence[sp.spmatrix], rhs: Sequence[np.ndarray], tol: float = 1e-8,
@@ -445,46 +457,15 @@ def solve_batch(matrices: Sequence[sp.spmatrix], rhs: Sequence[np.ndarray], tol:
                 **cycle) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
     """Solve ``B`` systems of one grid at once with ``pcg-mg``: ``(x (B, n), converged (B,),
     true relative residuals (B,), setup s, solve s)``."""
-    from .. import runtime
-
-    dev = runtime.device(device or "cpu")
-    t0 = time.perf_counter()
-    S = stencils(matrices, shape, dev)
-    mg = Multigrid(S, **cycle)
-    _sync(dev)
-    t1 = time.perf_counter()
-    b = torch.from_numpy(np.stack([np.asarray(v, dtype=np.float64) for v in rhs])).to(dev).reshape(len(rhs), *mg.shape)
-    out = mg.solve(b, tol, maxiter)
-    _sync(dev)
-    t2 = time.perf_counter()
+    mg, dev, setup = _setup(matrices, shape, device, cycle)
+    out, seconds = _timed_solve(mg, dev, _on(rhs, mg, dev), tol, maxiter)
     x = out.x.reshape(len(rhs), -1).cpu().numpy()
-    return x, out.converged.cpu().numpy(), out.residuals[-1].cpu().numpy(), t1 - t0, t2 - t1
-
-
-def _sync(dev) -> None:
-    if torch.device(dev).type == "cuda":
-        torch.cuda.synchronize(dev)
+    return x, out.converged.cpu().numpy(), out.residuals[-1].cpu().numpy(), setup, seconds
 
 
 def solve(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | None, x0: np.ndarray | None,
           device=None, shape: Sequence[int] | None = None, **cycle):
     """``pcg-mg`` on one system: :class:`~sciml.solvers.linear.SolveResult`."""
-    from .. import runtime
-    from .linear import SolveResult
-
-    dev = runtime.device(device or "cpu")
-    t0 = time.perf_counter()
-    S = stencils([A], shape, dev)
-    mg = Multigrid(S, **cycle)
-    _sync(dev)
-    t1 = time.perf_counter()
-    bt = torch.from_numpy(np.asarray(b, dtype=np.float64)).to(dev).reshape(1, *mg.shape)
-    x0t = None if x0 is None else torch.from_numpy(np.asarray(x0, dtype=np.float64)).to(dev).reshape(1, *mg.shape)
-    out = mg.solve(bt, tol, maxiter or 200, x0t)
-    _sync(dev)
-    t2 = time.perf_counter()
-    x = out.x.reshape(-1).cpu().numpy()
-    history = out.residuals[:, 0].cpu().numpy()[: int(out.iterations[0]) + 1].copy()
-    history[-1] = out.residuals[-1, 0].item()
-    return SolveResult(x, bool(out.converged[0]), int(out.iterations[0]), history, t1 - t0, t2 - t1, "pcg-mg",
-                       tuple(out.notes))
+    mg, dev, setup = _setup([A], shape, device, cycle)
+    out, seconds = _timed_solve(mg, dev, _on([b], mg, dev), tol, maxiter or 200, None if x0 is None else _on([x0], mg, dev))
+    return solve_result(out, setup, seconds, "pcg-mg")
