@@ -43,10 +43,14 @@ def _shape(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def pcg(A: Operator, b: torch.Tensor, tol: float, maxiter: int, x0: torch.Tensor | None = None,
-        M: Operator | None = None) -> BatchedCG:
+        M: Operator | None = None, stop: Callable[[list[torch.Tensor]], torch.Tensor] | None = None) -> BatchedCG:
     """Solve ``A x = b`` for a batch: ``A`` and ``M`` (the preconditioner ``r -> M^-1 r``, SPD)
     map ``(B, ...)`` tensors to tensors of the same shape. Stops when every system's
-    ``||b - A x|| / ||b|| <= tol`` or after ``maxiter`` iterations in all (restarts included)."""
+    ``||b - A x|| / ||b|| <= tol`` or after ``maxiter`` iterations in all (restarts included).
+
+    ``stop(history)``, called after every iteration with the residual history so far (a list of
+    ``(B,)`` tensors), returns a ``(B,)`` bool mask of systems to leave as they are (a caller's
+    switch to another preconditioner); they end unconverged, with their iterate."""
     nb = torch.linalg.vector_norm(b.flatten(1), dim=1)
     nb = torch.where(nb > 0, nb, torch.ones_like(nb))
     x = torch.zeros_like(b) if x0 is None else x0.clone()
@@ -77,6 +81,11 @@ def pcg(A: Operator, b: torch.Tensor, tol: float, maxiter: int, x0: torch.Tensor
             res = torch.linalg.vector_norm(r.flatten(1), dim=1) / nb
             history.append(torch.where(active, res, history[-1]))
             active = active & (res > tol) & torch.isfinite(res)
+            if stop is not None:
+                handed = active & stop(history)
+                if bool(handed.any()):
+                    active = active & ~handed
+                    done = done | handed
             if not bool(active.any()):
                 break
             z = M(r) if M else r
