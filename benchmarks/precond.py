@@ -8,6 +8,16 @@ the three methods with a trained operator (``sciml.learned.neural_precond``):
   fgmres  flexible GMRES(30) with z = net(r)
   hints   flexible CG with the hybrid preconditioner: 2 forward Gauss-Seidel sweeps, the network on
           the remaining residual (energy line search), 2 backward sweeps
+  nmg     plain CG with the neural multigrid (``sciml.learned.nmg``): PCG-MG's hierarchy and
+          Gauss-Seidel sweeps with a learned smoother on every level (its own small network,
+          trained on the same 64^2 fields, ``sciml train nmg``)
+
+The neural multigrid's targets (shared/TARGETS.md, issue 19) are judged against PCG-MG with the
+same hierarchy and sweeps: iterations <= 0.6x at every size 64^2..1024^2, growth <= 1.15x per
+doubling from 128^2, no fallback; the table also gives the cost of one preconditioner application
+in finest-grid stencil applications (``nmg.cycle_cost``) and the wall time against PCG-MG and
+PCG-AMG (pyamg, CPU). PCG-MG, PCG-AMG and NMG run at every size of ``mg_sizes`` (to 1024^2); the
+other methods at ``sizes``.
 
 Families (one network each, trained on 64^2 unknowns, applied unchanged to unseen systems of
 seed 1 at 64^2 ... 512^2):
@@ -17,8 +27,8 @@ seed 1 at 64^2 ... 512^2):
   condiff-high  ConDiff cubic covariance, variance 2.0 (contrast in [8e4, 1e5])
 
 Full protocol: MgNO (levels 5, 24 channels, 4 layers), 100 training coefficient fields x 8
-residual-like right-hand sides, 20 epochs; sizes 64, 128, 256, 512. ``--quick``: 24 fields,
-4 epochs, sizes 64 and 128 (a smoke test of the whole pipeline in a few minutes on 2 cores; its
+residual-like right-hand sides, 20 epochs; sizes 64, 128, 256, 512 (the multigrid methods also
+1024); NMG 400 steps on the same fields. ``--quick``: 24 fields, 4 epochs (NMG 60 steps), sizes 64 and 128 (a smoke test of the whole pipeline in a few minutes on 2 cores; its
 networks are under-trained). Trained runs are cached in ``OUT/runs/<family>-<model>-<n>x<epochs>``.
 
 The target (shared/TARGETS.md): fewer iterations than PCG-IC(0) at every size, and a wall time
@@ -30,14 +40,15 @@ red-black Gauss-Seidel sweeps for hints, and the network replayed as a CUDA grap
 per grid (its capture counts in the setup time of the first solve at each size). On a CPU the
 iteration runs on numpy vectors (pyamg's lexicographic Gauss-Seidel).
 
-    python benchmarks/precond.py --quick [--out DIR] [--families darcy] [--model mgno]
+    python benchmarks/precond.py --quick [--out DIR] [--families darcy] [--model mgno] [--methods ...]
     python benchmarks/precond.py          # full protocol
 
 CLI equivalent of one family:
 
     sciml generate darcy -s 66 --n 100 --out darcy66.h5
     sciml train mgno --task precond --data darcy66.h5 --epochs 20 --out runs/precond
-    sciml solve darcy -s 258 --seed 1 --method cg,pcg-ic,pcg-amg,hints:runs/precond,fcg:runs/precond --tol 1e-8
+    sciml train nmg --data darcy66.h5 --steps 400 --out runs/nmg
+    sciml solve darcy -s 258 --seed 1 --method cg,pcg-ic,pcg-amg,pcg-mg,hints:runs/precond,fcg:runs/precond,nmg:runs/nmg --tol 1e-8
 """
 
 from __future__ import annotations
@@ -55,31 +66,64 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from solvers import machine_notes  # noqa: E402  (benchmarks/solvers.py)
 
 from sciml import datasets, solvers  # noqa: E402
+from sciml.learned import nmg  # noqa: E402
 from sciml.learned.neural_precond import train_preconditioner  # noqa: E402
+from sciml.solvers import multigrid as mgm  # noqa: E402
 
 TOL = 1e-8
 CLASSICAL = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg"]
 #: classical methods run on the device the networks run on (the GPU when torch sees one), so a
 #: learned solver is compared with the structured multigrid on the same hardware
 SAME_DEVICE = ("pcg-mg",)
+#: methods run at every size of the protocol's mg_sizes (the rest at sizes)
+MG_METHODS = ("pcg-amg", "pcg-mg", "nmg")
 NET_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NEURAL = ["fcg", "fgmres", "hints"]
+NEURAL = ["fcg", "fgmres", "hints", "nmg"]
+NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
 LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "pcg-mg": "PCG-MG",
-          "fcg": "FCG+net", "fgmres": "FGMRES+net", "hints": "HINTS (GS+net)"}
+          "fcg": "FCG+net", "fgmres": "FGMRES+net", "hints": "HINTS (GS+net)",
+          "nmg": "NMG (PCG)"}
 FAMILIES = {
     "darcy": {"pde": "darcy", "params": {}, "offset": 2},
     "condiff-low": {"pde": "condiff", "params": {"variance": 0.1}, "offset": 0},
     "condiff-high": {"pde": "condiff", "params": {"variance": 2.0}, "offset": 0},
 }
 PROTOCOLS = {
-    "full": {"sizes": [64, 128, 256, 512], "n_train": 100, "epochs": 20},
-    "quick": {"sizes": [64, 128], "n_train": 24, "epochs": 4},
+    "full": {"sizes": [64, 128, 256, 512], "mg_sizes": [64, 128, 256, 512, 1024], "n_train": 100, "epochs": 20,
+             "nmg_steps": 400},
+    "quick": {"sizes": [64, 128], "mg_sizes": [64, 128], "n_train": 24, "epochs": 4, "nmg_steps": 60},
 }
 MODEL_CONFIG = {"mgno": {}, "fno": {}, "unet": {}}
 
 
+def training_data(family: str, protocol: dict, out: Path) -> Path:
+    spec, n = FAMILIES[family], protocol["n_train"]
+    data = out / "data" / f"{family}-64-{n}.h5"
+    if not data.exists():
+        print(f"{family}: generating {n} training fields at 64^2 unknowns ...", flush=True)
+        datasets.generate(spec["pde"], n=n, resolution=64 + spec["offset"], seed=0, out=data, progress=False,
+                          **spec["params"])
+    return data
+
+
+def train_nmg_run(family: str, protocol: dict, out: Path, device: str) -> dict:
+    steps = protocol["nmg_steps"]
+    run_dir = out / "runs" / f"{family}-nmg-{protocol['n_train']}x{steps}"
+    if (run_dir / "run.json").exists():
+        meta = json.loads((run_dir / "run.json").read_text())
+        print(f"{family}: reusing {run_dir}", flush=True)
+        return {"run_dir": str(run_dir), "val_factor": meta.get("val_factor"), "seconds": meta.get("seconds"),
+                "classical_factor": meta.get("classical_factor"), "parameters": meta.get("parameters"), "reused": True}
+    data = training_data(family, protocol, out)
+    print(f"{family}: training the neural multigrid smoother ({steps} steps) ...", flush=True)
+    r = nmg.train_nmg(data, run_dir, progress=False, steps=steps, device=device)
+    print(f"{family}: trained in {r['seconds']:.0f} s, cycle factor {r['val_factor']:.3f} held out "
+          f"(classical {r['classical_factor']:.3f})", flush=True)
+    return {"run_dir": r["run_dir"], "val_factor": r["val_factor"], "seconds": r["seconds"],
+            "classical_factor": r["classical_factor"], "parameters": r["parameters"], "reused": False}
+
+
 def train_run(family: str, model: str, protocol: dict, out: Path, device: str) -> dict:
-    spec = FAMILIES[family]
     n, epochs = protocol["n_train"], protocol["epochs"]
     run_dir = out / "runs" / f"{family}-{model}-{n}x{epochs}"
     meta_path = run_dir / "run.json"
@@ -88,11 +132,7 @@ def train_run(family: str, model: str, protocol: dict, out: Path, device: str) -
         print(f"{family}: reusing {run_dir}", flush=True)
         return {"run_dir": str(run_dir), "val_loss": meta.get("val_loss"), "seconds": meta.get("seconds"),
                 "parameters": meta.get("parameters"), "model": model, "reused": True}
-    data = out / "data" / f"{family}-64.h5"
-    if not data.exists():
-        print(f"{family}: generating {n} training fields at 64^2 unknowns ...", flush=True)
-        datasets.generate(spec["pde"], n=n, resolution=64 + spec["offset"], seed=0, out=data, progress=False,
-                          **spec["params"])
+    data = training_data(family, protocol, out)
     print(f"{family}: training {model} as a preconditioner ({n} fields x 8 right-hand sides, {epochs} epochs) ...",
           flush=True)
     r = train_preconditioner(model, data, run_dir, model_config=MODEL_CONFIG.get(model, {}), progress=False,
@@ -108,68 +148,126 @@ def solve_row(A, b, method: str) -> dict:
     r = solvers.solve(A, b, method=method, tol=TOL, maxiter=20000, device=NET_DEVICE if method in SAME_DEVICE else None)
     return {"iterations": r.iterations, "converged": r.converged, "residual": r.residual, "setup_s": r.setup_time,
             "solve_s": r.solve_time, "total_s": r.total_time, "cpu_s": time.process_time() - c0,
-            "notes": list(r.notes), "fell_back": any("continued with" in n for n in r.notes)}
+            "notes": list(r.notes),
+            "fell_back": any(k in n for n in r.notes for k in ("continued with", "classical V-cycle finished",
+                                                               "classical V-cycle ran instead"))}
+
+
+def cycle_costs(A, run_dir: str) -> dict:
+    """One preconditioner application in finest-grid stencil applications: the classical V-cycle's
+    and the neural one's (:func:`sciml.learned.nmg.cycle_cost`)."""
+    mg = mgm.Multigrid(mgm.stencils([A]))
+    net = nmg.load_nmg(run_dir)[0]
+    return nmg.cycle_cost(mg, net.config.kernel ** net.config.dim)
 
 
 def bench_family(family: str, protocol: dict, args, out: Path) -> tuple[list[dict], dict]:
     spec = FAMILIES[family]
-    run = train_run(family, args.model, protocol, out, args.device)
+    methods = [m for m in CLASSICAL + NEURAL if m in args.methods]
+    run = train_run(family, args.model, protocol, out, args.device) if set(NETWORK) & set(methods) else {}
+    nmg_run = train_nmg_run(family, protocol, out, args.device) if "nmg" in methods else {}
+    runs = {"network": run, "nmg": nmg_run}
+
+    def method_name(m: str) -> str:
+        return m if m in CLASSICAL else f"{m}:{(nmg_run if m == 'nmg' else run)['run_dir']}"
+
     # warm-up: imports, the network's load and torch's first calls stay out of the table
     A, b, _ = datasets.system(spec["pde"], resolution=16 + spec["offset"], seed=1, **spec["params"])
-    for m in CLASSICAL + [f"{k}:{run['run_dir']}" for k in NEURAL]:
-        solvers.solve(A, b, method=m, tol=TOL, maxiter=3, device=NET_DEVICE if m in SAME_DEVICE else None)
+    for m in methods:
+        solvers.solve(A, b, method=method_name(m), tol=TOL, maxiter=3, device=NET_DEVICE if m in SAME_DEVICE else None)
     rows = []
-    for n in protocol["sizes"]:
+    for n in sorted(set(protocol["sizes"]) | set(protocol["mg_sizes"])):
         A, b, info = datasets.system(spec["pde"], resolution=n + spec["offset"], seed=1, **spec["params"])
         assert tuple(info["shape"]) == (n, n)
-        for m in CLASSICAL + NEURAL:
-            method = m if m in CLASSICAL else f"{m}:{run['run_dir']}"
-            row = {"family": family, "n": n, "unknowns": n * n, "method": m, **solve_row(A, b, method)}
+        for m in methods:
+            if n not in (protocol["mg_sizes"] if m in MG_METHODS else protocol["sizes"]):
+                continue
+            row = {"family": family, "n": n, "unknowns": n * n, "method": m, **solve_row(A, b, method_name(m))}
+            if m == "nmg":
+                row["cost"] = cycle_costs(A, nmg_run["run_dir"])
             rows.append(row)
             print(f"{family} {n}^2 {LABELS[m]:>15}: {row['iterations']:6d} it {row['total_s']:8.3f} s"
                   f"{'' if row['converged'] else '  NOT CONVERGED'}{'  (fell back)' if row['fell_back'] else ''}", flush=True)
-    return rows, run
+    return rows, runs
+
+
+def nmg_verdicts(get: dict, sizes: list[int]) -> list[str]:
+    """The neural multigrid against PCG-MG (same hierarchy and sweeps) and PCG-AMG."""
+    sizes = [n for n in sizes if (n, "nmg") in get and (n, "pcg-mg") in get]
+    if not sizes:
+        return []
+    its = [get[(n, "nmg")]["iterations"] for n in sizes]
+    mg_its = [get[(n, "pcg-mg")]["iterations"] for n in sizes]
+    ratios = [a / b for a, b in zip(its, mg_its)]
+    big = [i for i, n in enumerate(sizes) if n >= 128]
+    growth = [its[j] / its[i] for i, j in zip(big[:-1], big[1:])]
+    fell = [n for n in sizes if get[(n, "nmg")]["fell_back"] or not get[(n, "nmg")]["converged"]]
+    cost = get[(sizes[-1], "nmg")]["cost"]
+    lines = [f"- NMG: iterations {' / '.join(map(str, its))} vs PCG-MG {' / '.join(map(str, mg_its))} at "
+             f"{' / '.join(f'{n}^2' for n in sizes)}: ratio {', '.join(f'{r:.2f}' for r in ratios)} "
+             f"(target <= 0.6 at every size: {'met' if max(ratios) <= 0.6 else 'NOT met'})",
+             f"- NMG iteration growth per doubling from 128^2: {', '.join(f'{g:.2f}' for g in growth) or '-'} "
+             f"(target <= 1.15: {'met' if growth and max(growth) <= 1.15 else ('NOT met' if growth else 'n/a')}); "
+             f"fallback taken: {', '.join(f'{n}^2' for n in fell) if fell else 'never'}",
+             f"- one application at {sizes[-1]}^2, in finest-grid stencil applications: NMG {cost['neural']:.1f}, "
+             f"classical V-cycle {cost['classical']:.1f} ({cost['neural'] / cost['classical']:.2f}x per application, "
+             f"{cost['neural'] * its[-1] / (cost['classical'] * mg_its[-1]):.2f}x per solve)",
+             f"- NMG wall time / PCG-MG ({NET_DEVICE}): "
+             + ", ".join(f"{get[(n, 'nmg')]['total_s'] / get[(n, 'pcg-mg')]['total_s']:.2f}x" for n in sizes)
+             + (("; / PCG-AMG (pyamg, CPU): " + ", ".join(f"{get[(n, 'nmg')]['total_s'] / get[(n, 'pcg-amg')]['total_s']:.2f}x"
+                                                          for n in sizes if (n, "pcg-amg") in get))
+                if any((n, "pcg-amg") in get for n in sizes) else "")]
+    return lines
 
 
 def verdicts(rows: list[dict], family: str) -> list[str]:
     sizes = sorted({r["n"] for r in rows if r["family"] == family})
     get = {(r["n"], r["method"]): r for r in rows if r["family"] == family}
     lines = []
-    for m in NEURAL:
-        fewer = all(get[(n, m)]["converged"] and get[(n, m)]["iterations"] < get[(n, "pcg-ic")]["iterations"] for n in sizes)
-        ratio = ", ".join(f"{get[(n, m)]['total_s'] / get[(n, 'pcg-amg')]['total_s']:.1f}x" for n in sizes)
-        its = " / ".join(str(get[(n, m)]["iterations"]) for n in sizes)
-        fell = [n for n in sizes if get[(n, m)]["fell_back"]]
-        lines.append(f"- {LABELS[m]}: iterations {its} at {' / '.join(f'{n}^2' for n in sizes)} "
-                     f"(PCG-IC(0): {' / '.join(str(get[(n, 'pcg-ic')]['iterations']) for n in sizes)}); "
+    present = {m for (_, m) in get}
+    for m in [m for m in NETWORK if m in present and "pcg-ic" in present and "pcg-amg" in present and "pcg-mg" in present]:
+        ms = [n for n in sizes if all((n, k) in get for k in (m, "pcg-ic", "pcg-amg", "pcg-mg"))]
+        fewer = all(get[(n, m)]["converged"] and get[(n, m)]["iterations"] < get[(n, "pcg-ic")]["iterations"] for n in ms)
+        ratio = ", ".join(f"{get[(n, m)]['total_s'] / get[(n, 'pcg-amg')]['total_s']:.1f}x" for n in ms)
+        its = " / ".join(str(get[(n, m)]["iterations"]) for n in ms)
+        fell = [n for n in ms if get[(n, m)]["fell_back"]]
+        lines.append(f"- {LABELS[m]}: iterations {its} at {' / '.join(f'{n}^2' for n in ms)} "
+                     f"(PCG-IC(0): {' / '.join(str(get[(n, 'pcg-ic')]['iterations']) for n in ms)}); "
                      f"fewer than PCG-IC(0) at every size: {'yes' if fewer else 'NO'}"
                      + (f" (counting the AMG iterations after the network stopped helping at "
                         f"{', '.join(f'{n}^2' for n in fell)})" if fell else " (the network alone)")
                      + f"; wall time / PCG-AMG (CPU): {ratio}; wall time / PCG-MG (both on {NET_DEVICE}): "
-                     + ", ".join(f"{get[(n, m)]['total_s'] / get[(n, 'pcg-mg')]['total_s']:.1f}x" for n in sizes))
-    return lines
+                     + ", ".join(f"{get[(n, m)]['total_s'] / get[(n, 'pcg-mg')]['total_s']:.1f}x" for n in ms))
+    return lines + nmg_verdicts(get, sizes)
 
 
 def write_outputs(rows, runs, out: Path, protocol_name: str, notes: list[str], wall: float) -> str:
-    methods = CLASSICAL + NEURAL
     lines = [f"# Neural preconditioners vs classical ({protocol_name} protocol), tolerance {TOL:g}", ""]
     lines += [f"- {n}" for n in notes]
     lines += [f"- total benchmark wall time {wall:.0f} s", ""]
-    for family, run in runs.items():
-        lines += [f"## {family}", "",
-                  f"Network: {run['model']} trained at 64^2 ({run['parameters']} parameters, validation energy loss "
-                  f"{run['val_loss']:.3g}, {run['seconds']:.0f} s{', reused' if run['reused'] else ''}).", "",
-                  "| unknowns | " + " | ".join(LABELS[m] for m in methods) + " |",
-                  "|---|" + "---|" * len(methods)]
+    for family, fam_runs in runs.items():
+        run, nmg_run = fam_runs["network"], fam_runs["nmg"]
+        present = {r["method"] for r in rows if r["family"] == family}
+        methods = [m for m in CLASSICAL + NEURAL if m in present]
+        lines += [f"## {family}", ""]
+        if run:
+            lines += [f"Network: {run['model']} trained at 64^2 ({run['parameters']} parameters, validation energy loss "
+                      f"{run['val_loss']:.3g}, {run['seconds']:.0f} s{', reused' if run['reused'] else ''}).", ""]
+        if nmg_run:
+            lines += [f"NMG smoother network trained at 64^2 ({nmg_run['parameters']} parameters, held-out cycle "
+                      f"convergence factor {nmg_run['val_factor']:.3f} vs classical {nmg_run['classical_factor']:.3f}, "
+                      f"{nmg_run['seconds']:.0f} s{', reused' if nmg_run['reused'] else ''}).", ""]
+        lines += ["| unknowns | " + " | ".join(LABELS[m] for m in methods) + " |", "|---|" + "---|" * len(methods)]
         for n in sorted({r["n"] for r in rows if r["family"] == family}):
             cells = []
             for m in methods:
-                r = next(r for r in rows if r["family"] == family and r["n"] == n and r["method"] == m)
-                cells.append(f"{r['iterations']} it, {r['total_s']:.3g} s" + ("" if r["converged"] else " (not conv.)")
-                             + (" *" if r["fell_back"] else ""))
+                r = next((r for r in rows if r["family"] == family and r["n"] == n and r["method"] == m), None)
+                cells.append("-" if r is None else f"{r['iterations']} it, {r['total_s']:.3g} s"
+                             + ("" if r["converged"] else " (not conv.)") + (" *" if r["fell_back"] else ""))
             lines.append(f"| {n}^2 | " + " | ".join(cells) + " |")
         lines += ["", *verdicts(rows, family), ""]
-    lines += ["`*`: the network stopped helping and the solve finished with the AMG fallback (see precond.json notes).", ""]
+    lines += ["`*`: the network stopped helping and the solve finished with the classical fallback (AMG for the "
+              "flexible methods, the classical V-cycle for NMG; see precond.json notes). `-`: not run at that size.", ""]
     text = "\n".join(lines)
     (out / "precond.md").write_text(text)
     (out / "precond.json").write_text(json.dumps({"rows": rows, "runs": runs, "notes": notes}, indent=2))
@@ -188,6 +286,8 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, family in zip(axes[0], families):
         for m in CLASSICAL + NEURAL:
             pts = sorted((r["unknowns"], r["iterations"]) for r in rows if r["family"] == family and r["method"] == m)
+            if not pts:
+                continue
             ax.loglog(*zip(*pts), marker="o", ls="--" if m in CLASSICAL else "-", label=LABELS[m])
         ax.set_title(family)
         ax.set_xlabel("unknowns")
@@ -206,6 +306,9 @@ def main() -> None:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--model", default="mgno", help="grid operator trained as the preconditioner (mgno, fno, unet)")
     parser.add_argument("--sizes", default=None, help="override the sizes, e.g. 64,128,256")
+    parser.add_argument("--mg-sizes", default=None, help="override the sizes of PCG-AMG, PCG-MG and NMG")
+    parser.add_argument("--methods", default=",".join(CLASSICAL + NEURAL),
+                        help="methods to run (default all): " + ",".join(CLASSICAL + NEURAL))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--train-only", action="store_true",
@@ -217,6 +320,11 @@ def main() -> None:
     protocol = dict(PROTOCOLS[protocol_name])
     if args.sizes:
         protocol["sizes"] = [int(s) for s in args.sizes.split(",")]
+    if args.mg_sizes:
+        protocol["mg_sizes"] = [int(s) for s in args.mg_sizes.split(",")]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if set(args.methods) - set(CLASSICAL + NEURAL):
+        parser.error(f"unknown method {sorted(set(args.methods) - set(CLASSICAL + NEURAL))}; choose from {CLASSICAL + NEURAL}")
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
@@ -227,8 +335,10 @@ def main() -> None:
     rows, runs = [], {}
     if args.train_only:
         for family in families:
-            run = train_run(family, args.model, protocol, args.out, args.device)
-            print(f"{family}: network in {run['run_dir']}", flush=True)
+            if set(NETWORK) & set(args.methods):
+                print(f"{family}: network in {train_run(family, args.model, protocol, args.out, args.device)['run_dir']}")
+            if "nmg" in args.methods:
+                print(f"{family}: nmg in {train_nmg_run(family, protocol, args.out, args.device)['run_dir']}")
         return
     for family in families:
         fam_rows, run = bench_family(family, protocol, args, args.out)
