@@ -182,7 +182,8 @@ def test_reverse_order_and_resume_write_the_same_file(generated, tmp_path, monke
 TOL = 1e-8
 
 #: the fixture that trains a tiny run for each family of ``NAME:RUN`` methods
-RUN_FIXTURES = {"dcdm": "dcdm_run", "fcg": "precond_run", "fgmres": "precond_run", "hints": "precond_run"}
+RUN_FIXTURES = {"dcdm": "dcdm_run", "fcg": "precond_run", "fgmres": "precond_run", "hints": "precond_run",
+                "nmg": "nmg_run"}
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +203,15 @@ def precond_run(tmp_path_factory):
     data = datasets.generate("darcy", n=8, resolution=16, seed=0, out=d / "darcy.h5", progress=False)
     return training.train("fno", task="precond", data=data, epochs=1, batch_size=4, rhs_per_system=2,
                           model_config={"modes": [4, 4], "width": 4}, out=d / "run", progress=False)["run_dir"]
+
+
+@pytest.fixture(scope="module")
+def nmg_run(tmp_path_factory):
+    # 20 steps on 8 Darcy matrices of 14^2 unknowns (about 2 s)
+    d = tmp_path_factory.mktemp("nmg")
+    data = datasets.generate("darcy", n=8, resolution=16, seed=0, out=d / "darcy.h5", progress=False)
+    return training.train("nmg", data=data, steps=20, batch_size=4, log_every=10, out=d / "run",
+                          progress=False)["run_dir"]
 
 
 def _darcy():

@@ -18,7 +18,7 @@ from sciml.learned import cgs
 from sciml.learned.neural_precond import load_preconditioner
 
 OLD = Path(__file__).parent / "data" / "old_runs"
-KINDS = ["operator", "coral", "precond", "dcdm", "cgs"]
+KINDS = ["operator", "coral", "precond", "dcdm", "cgs", "nmg"]
 
 
 def test_every_kind_is_registered():
@@ -32,7 +32,7 @@ def test_old_run_loads_with_its_kind(kind):
     run = runs.load(OLD / kind)
     assert run.kind == kind and not run.model.training
     stored = runs.read_weights(OLD / kind)
-    if kind in ("dcdm", "cgs", "precond"):  # one network's state dict, loaded as stored
+    if kind in ("dcdm", "cgs", "precond", "nmg"):  # one network's state dict, loaded as stored
         for name, value in run.model.state_dict().items():
             assert torch.equal(value, stored[name]), name
 
@@ -66,6 +66,7 @@ def test_new_runs_of_every_kind_write_the_one_format(tmp_path):
         "dcdm": dict(model="dcdm", pde="poisson", resolution=8, steps=2, log_every=1, val_vectors=2,
                      model_config={"width": 4}),
         "cgs": dict(model="cgs", task="porenet", steps=2, batch_size=2, log_every=1, params={"n_pores": [6, 10]}),
+        "nmg": dict(model="nmg", data=d, steps=2, batch_size=2, log_every=1),
     }
     for kind, options in made.items():
         out = tmp_path / kind
