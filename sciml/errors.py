@@ -33,3 +33,15 @@ class ModelError(SciMLError):
 
 class CheckpointError(SciMLError):
     """A run directory or checkpoint is missing, corrupt or of another architecture."""
+
+
+#: exit code of a command stopped by a job signal (SIGTERM, SIGUSR1) after saving its work
+#: (EX_TEMPFAIL: "try again"); a requeued job continues with ``--resume``
+PREEMPTED_EXIT = 75
+
+
+class Preempted(SciMLError):
+    """A job signal (SIGTERM or SIGUSR1, e.g. SLURM's time-limit warning) stopped the work after
+    it was saved; the message says how to continue. The CLI exits with :data:`PREEMPTED_EXIT`."""
+
+    exit_code = PREEMPTED_EXIT

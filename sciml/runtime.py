@@ -142,3 +142,70 @@ def device(name=None):
         raise ConfigError(f"device {name} requested but {torch.cuda.device_count()} CUDA GPU(s) are visible; "
                           "use cuda (the first) or --device cpu")
     return dev
+
+
+# ----------------------------------------------------------------------------- job signals
+
+#: the signals a batch system sends before it stops a job: SIGTERM (SLURM/PBS at the time limit,
+#: or ``scancel``) and SIGUSR1 (``sbatch --signal=USR1@120``: a warning ahead of the limit)
+JOB_SIGNALS = tuple(getattr(__import__("signal"), name) for name in ("SIGTERM", "SIGUSR1")
+                    if hasattr(__import__("signal"), name))
+
+
+class JobSignal(KeyboardInterrupt):
+    """Raised by :func:`job_signals` in ``raise`` mode: stops the program as Ctrl-C does (so every
+    ``KeyboardInterrupt`` path flushes and keeps what is done), and says which signal came."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = int(signum)
+        self.name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.name}")
+
+
+class _SignalState:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def name(self) -> str | None:
+        import signal
+
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+
+_SIGNAL_STATES: list = []  # (mode, state) of the job_signals blocks in force, innermost last
+
+
+@contextlib.contextmanager
+def job_signals(mode: str = "flag"):
+    """Catch SIGTERM and SIGUSR1 in the block. ``flag``: only record the signal (``state.signum``)
+    for the work to stop at its next safe point; ``raise``: raise :class:`JobSignal` at once, like
+    Ctrl-C. A ``flag`` block inside another shares its state (a signal that came before it counts).
+    Outside the main thread (where Python cannot set handlers) nothing is installed."""
+    import signal
+    import threading
+
+    if _SIGNAL_STATES and mode == "flag" and _SIGNAL_STATES[-1][0] == "flag":
+        yield _SIGNAL_STATES[-1][1]
+        return
+    state = _SignalState()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        if state.signum is None:
+            state.signum = signum
+        if mode == "raise":
+            raise JobSignal(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in JOB_SIGNALS}
+    _SIGNAL_STATES.append((mode, state))
+    try:
+        yield state
+    finally:
+        _SIGNAL_STATES.pop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)

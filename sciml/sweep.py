@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 
 from . import runtime
 from .config import check_keys, from_dict, load_yaml
-from .errors import ConfigError, DataError, SciMLError
+from .errors import ConfigError, DataError, Preempted, SciMLError
 from .io import atomic_write_text, json_ready, output_lock, read_text
 from .workflow import DataSection
 
@@ -262,6 +262,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
                          rel_l2_max=scored["rel_l2_max"], n_parameters=summary["n_parameters"],
                          train_seconds=summary["seconds"], epochs=summary["epochs"], train_loss=summary["train_loss"],
                          model_s_per_sample=scored["model_s_per_sample"])
+    except Preempted:  # a job signal: not the cell's failure; the sweep stops (a re-run redoes the cell)
+        raise
     except SciMLError as exc:
         record = _record(cell, "failed", error=_one_line(exc))
     except Exception as exc:  # a bug: keep the traceback for the report, and let the other cells go on

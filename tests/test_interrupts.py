@@ -114,6 +114,30 @@ def test_kill_train_at_a_random_moment_then_resume_matches_an_uninterrupted_run(
     assert rows(run) == rows(ref) and len(rows(run)) == EPOCHS
 
 
+@pytest.mark.parametrize("sig, seed", [(signal.SIGTERM, 4), (signal.SIGUSR1, 5)])
+def test_a_job_signal_saves_at_the_next_batch_exits_75_and_resume_matches(reference, tmp_path, sig, seed):
+    """A batch system's SIGTERM (time limit) or SIGUSR1 (``--signal=USR1@120``) at a seeded random moment:
+    the run saves its state at the next batch boundary, exits 75 with one line saying how to resume,
+    and ``--resume`` then ends with exactly the weights and metrics of the uninterrupted run."""
+    data, ref, duration = reference
+    run = tmp_path / "run"
+    proc = start_and_kill(data, run, sig, seed, duration)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"stopped by {signal.Signals(sig).name}" in err and f"sciml train --resume {run}" in err
+    assert_valid(run)
+    proc = cli("train", "--resume", run, "--no-progress")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    a, b = load_file(ref / "weights.safetensors"), load_file(run / "weights.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    rows = lambda r: [{k: v for k, v in json.loads(x).items() if k != "seconds"}  # noqa: E731
+                      for x in (r / "metrics.jsonl").read_text().splitlines()]
+    assert rows(run) == rows(ref) and len(rows(run)) == EPOCHS
+
+
 SWEEP = {
     "name": "killed",
     "models": {"fno": {"model_config": {"modes": [4, 4], "width": 8, "n_layers": 2, "projection": 16}}},
@@ -131,7 +155,7 @@ def sweep_rows(out):
         return {row["cell"]: {k: v for k, v in row.items() if k not in timing} for row in csv.DictReader(fh)}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_kill_a_sweep_then_rerun_finishes_with_the_uninterrupted_results(reference, tmp_path, sig):
     data, _, _ = reference
     config = {**SWEEP, "datasets": {"darcy": {"train": str(data), "test": str(data)}}}
@@ -151,6 +175,8 @@ def test_kill_a_sweep_then_rerun_finishes_with_the_uninterrupted_results(referen
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "Traceback" not in err, err
+    if sig == signal.SIGTERM:  # a job signal: exit 75 and one line saying how to continue
+        assert proc.returncode == 75 and len(err.strip().splitlines()) == 1 and "again to continue" in err, err
     for result in out.glob("cells/*/result.json"):  # what was stored is whole
         json.loads(result.read_text())
     if (out / "results.csv").exists():

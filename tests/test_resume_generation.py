@@ -109,6 +109,26 @@ def test_ctrl_c_says_how_far_it_got_exits_130_and_resumes(tmp_path, reference):
     assert_same_data(reference, out)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_job_signal_keeps_the_finished_samples_exits_75_and_resumes(tmp_path, reference, sig):
+    """SLURM's SIGTERM at the time limit, or the SIGUSR1 warning of ``--signal=USR1@120``."""
+    out = tmp_path / "darcy.h5"
+    partial = tmp_path / "darcy.h5.partial"
+    proc = start_slow_run(tmp_path, out)
+    wait_for_done_samples(proc, partial)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    done = done_on_disk(partial)
+    name = signal.Signals(sig).name
+    assert 0 < done < 40 and err.strip() == f"stopped by {name}; interrupted; {done} of 40 samples done, rerun with --resume"
+    resumed = subprocess.run([sys.executable, "-m", "sciml", *ARGS, "--out", str(out), "--resume"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_data(reference, out)
+
+
 def on_disk(path) -> list:
     """``[done flags, sample 0 of a]`` as another process sees them (what a hard kill would leave)."""
     code = ("import h5py, json; f = h5py.File(%r, 'r', locking=False); "

@@ -13,7 +13,7 @@ import click
 import typer
 
 from .. import __version__
-from ..errors import SciMLError
+from ..errors import Preempted, SciMLError
 
 try:  # typer >= 0.20 vendors its own click: its exceptions are not click's
     from typer._click import exceptions as _typer_click
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     except SciMLError as exc:
         if debug:
             raise
+        if isinstance(exc, Preempted):  # the work is saved: say how to continue, not "error"
+            sys.stderr.write(f"{exc}\n")
+            sys.exit(exc.exit_code)
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
     except _EXIT as exc:

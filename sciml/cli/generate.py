@@ -52,13 +52,22 @@ def generate(
         raise ConfigError(f"--dtype must be float32 or float64, got {dtype!r}")
     params = load_yaml(config) if config else {}
     params.update(parse_assignments(param, "--param"))
+    from .. import runtime
+    from ..errors import PREEMPTED_EXIT
+
     try:
-        path = datasets.generate(
-            pde, n=n, resolution=resolution, seed=seed, out=out, subsample=subsample, progress=progress,
-            dtype=dtype, resume=resume, workers=workers, scheduler=scheduler, cluster=cluster,
-            cluster_settings=cluster_section(cluster_config), overwrite=overwrite, device=device, batch=batch, **params,
-        )
+        with runtime.job_signals("raise"):  # SIGTERM/SIGUSR1 stop it as Ctrl-C does: finished samples are kept
+            path = datasets.generate(
+                pde, n=n, resolution=resolution, seed=seed, out=out, subsample=subsample, progress=progress,
+                dtype=dtype, resume=resume, workers=workers, scheduler=scheduler, cluster=cluster,
+                cluster_settings=cluster_section(cluster_config), overwrite=overwrite, device=device, batch=batch,
+                **params,
+            )
     except KeyboardInterrupt as exc:  # the library's message says how many samples are safe
+        signalled = getattr(exc, "signal", None)
+        if signalled:  # a batch system's signal: exit as a preempted job, with how to continue
+            sys.stderr.write(f"stopped by {signalled}; {exc}\n")
+            raise typer.Exit(PREEMPTED_EXIT) from None
         sys.stderr.write(f"{exc or 'interrupted'}\n")
         raise typer.Exit(130) from None
     print(f"wrote {path}")

@@ -44,7 +44,16 @@ def sweep(
             print(job_script(where))
         return
 
-    result = sweeps.run_sweep(config, out=out, cluster=cluster, workers=workers, progress=progress)
+    from .. import runtime
+    from ..errors import Preempted
+
+    try:
+        with runtime.job_signals("raise"):  # SIGTERM/SIGUSR1: stop now; finished cells are stored already
+            result = sweeps.run_sweep(config, out=out, cluster=cluster, workers=workers, progress=progress)
+    except (runtime.JobSignal, Preempted) as exc:
+        name = exc.name if isinstance(exc, runtime.JobSignal) else "a job signal"
+        again = f"sciml sweep {config}" + (f" --out {out}" if out is not None else "")
+        raise Preempted(f"stopped by {name}; the finished cells are kept: run `{again}` again to continue") from None
     rows = [[s["dataset"], s["model"], len(s["seeds"]), s["rel_l2_mean"], s["rel_l2_std"], s["n_parameters"],
              s["train_seconds_mean"]] for s in result["summary"]]
     table(["dataset", "model", "seeds", "rel L2 mean", "std over seeds", "parameters", "train s"], rows,

@@ -37,6 +37,13 @@ def train(
     steps: Annotated[Optional[int], typer.Option(help="dcdm/cgs: optimiser steps.")] = None,
     task: Annotated[Optional[str], typer.Option(help="precond: train a grid operator as a preconditioner; cgs: porenet or mdp.")] = None,
     points: Annotated[Optional[float], typer.Option(help="coral: fraction of each sample's grid points to train on (e.g. 0.2).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 (default), bf16 or fp16: autocast the model's forward pass "
+                                                          "(spectral transforms and the loss stay in float32).")] = None,
+    compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Loader processes when the data are streamed (default: half "
+                                                        "the CPUs, 1 to 4; 0: read in this process).")] = None,
+    cache_gb: Annotated[Optional[float], typer.Option(help="Hold the data in memory up to this many GiB, stream them "
+                                                           "from the file beyond (default: a quarter of the memory).")] = None,
     nproc: Annotated[int, typer.Option(help="Train data-parallel (DDP) on N processes of this machine through torchrun; "
                                             "--batch-size stays the global batch.")] = 1,
 ) -> None:
@@ -59,7 +66,8 @@ def train(
 
     options = load_yaml(config) if config else {}
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": n_train, "device": device, "seed": seed,
-             "pde": pde, "resolution": resolution, "steps": steps, "task": task, "points": points}
+             "pde": pde, "resolution": resolution, "steps": steps, "task": task, "points": points,
+             "precision": precision, "compile": compile_, "workers": workers, "cache_gb": cache_gb}
     options.update({k: v for k, v in flags.items() if v is not None})
     options.update(parse_assignments(option, "--option"))
     if param:
@@ -71,14 +79,17 @@ def train(
         _check_nproc(nproc, device)
         training.data_parallel_check(model, options, nproc)
         raise typer.Exit(ddp.launch(_relaunch_args(ctx), nproc))
+    from .. import runtime
+
     try:
-        result = training.train(model, data=data, out=resume if resume is not None else out, resume=resume is not None,
-                                test_data=test_data, progress=progress, **options)
+        with runtime.job_signals("flag"):  # SIGTERM/SIGUSR1: the loop saves at the next batch and stops
+            result = training.train(model, data=data, out=resume if resume is not None else out,
+                                    resume=resume is not None, test_data=test_data, progress=progress, **options)
     except SciMLError as exc:
         # under torchrun every rank raises (see ddp.World.agree) and rank 0 reports it; the others
         # stay silent unless the error is theirs alone
         if ddp.env_rank() != 0 and not isinstance(exc, ddp.RankLocalError):
-            raise typer.Exit(1) from None
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         raise
     if ddp.env_rank() == 0:
         print(training.summary_line(result))

@@ -216,20 +216,31 @@ class DatasetWriter:
 
 @contextlib.contextmanager
 def _sigint_deferred():
-    """Hold SIGINT (Ctrl-C) off for the block; raise KeyboardInterrupt after it if one came."""
+    """Hold SIGINT (Ctrl-C) and the job signals (SIGTERM, SIGUSR1) off for the block; deliver the
+    first that came after it, to the handler that was in place (KeyboardInterrupt for Ctrl-C)."""
+    from ..runtime import JOB_SIGNALS
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, *JOB_SIGNALS)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and previous is signal.default_int_handler:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if not received:
+        return
+    sig = received[0]
+    old = previous[sig]
+    if old is signal.default_int_handler:
         raise KeyboardInterrupt
-    if received and callable(previous):
-        previous(signal.SIGINT, None)
+    if callable(old):
+        old(sig, None)
+    elif old == signal.SIG_DFL:
+        signal.raise_signal(sig)
 
 
 def _open(path: Path, mode: str):

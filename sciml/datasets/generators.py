@@ -227,8 +227,9 @@ class GenerationInterrupted(KeyboardInterrupt):
     (``sciml generate --resume``) continues from there.
     """
 
-    def __init__(self, done: int, total: int, partial: Path):
+    def __init__(self, done: int, total: int, partial: Path, signal: str | None = None):
         self.done, self.total, self.partial = done, total, partial
+        self.signal = signal  # the job signal (SIGTERM, SIGUSR1) that stopped it, None for Ctrl-C
         hint = ", rerun with --resume" if done else ""
         super().__init__(f"interrupted; {done} of {total} samples done{hint}")
 
@@ -335,7 +336,7 @@ def generate(
                 if not done:
                     partial.unlink(missing_ok=True)  # nothing to keep: a rerun need not be told to resume
                 if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, GenerationInterrupted):
-                    raise GenerationInterrupted(done, n, partial) from None
+                    raise GenerationInterrupted(done, n, partial, getattr(exc, "name", None)) from None
                 raise
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from .. import runs as runs_format
@@ -20,7 +21,7 @@ from .. import runtime
 from ..errors import ConfigError, ModelError, SciMLError
 from ..io import atomic_write_text, json_ready
 from ..training.checkpoint import RunInfo, grid_name, load_run, normaliser_for
-from ..training.data import GridData, inside_domain, load_grid_data
+from ..training.stream import Samples, iterate, open_samples, ranges
 from ..training.normalisers import DataNormaliser
 from ..training.trainer import predict
 from ..learned.cgs import evaluate_cgs
@@ -28,21 +29,40 @@ from ..training.coral import evaluate_on_points
 from .metrics import relative_l2, summarise
 
 
+#: GiB of test samples read at once; larger sets are streamed batch by batch (one pass: nothing to gain
+#: from holding them)
+EVAL_CACHE_GB = 0.25
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed_predict(model, normaliser, x: torch.Tensor, batch_size: int, device: torch.device) -> tuple[torch.Tensor, float]:
-    """Predictions (on the CPU) and seconds per sample, after one warm-up batch."""
-    # inputs start on the CPU, like the classical solver's: transfers count in the model's time
-    predict(model, normaliser, x[:batch_size], batch_size=batch_size)
-    _sync(device)
-    t0 = time.perf_counter()
-    pred = predict(model, normaliser, x, batch_size=batch_size)
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    return pred.cpu(), seconds / x.shape[0]
+def _scored(model, normaliser, samples: Samples, batch_size: int, device: torch.device,
+            workers: int | None = None) -> tuple[np.ndarray, float]:
+    """Relative L2 error of every sample and the model's seconds per sample, batch by batch (the
+    samples may be streamed from the file: only one batch is held). Inputs start on the CPU, like
+    the classical solver's, so transfers count in the model's time; reading the file does not.
+    One warm-up batch is not timed."""
+    n = len(samples)
+    masked = "mask" in samples.signature.inputs
+    errors, seconds, warm = [], 0.0, False
+    for x, y in iterate(samples, ranges(n, batch_size), workers):
+        if not warm:
+            predict(model, normaliser, x, batch_size=batch_size)
+            warm = True
+        _sync(device)
+        t0 = time.perf_counter()
+        pred = predict(model, normaliser, x, batch_size=batch_size)
+        _sync(device)
+        seconds += time.perf_counter() - t0
+        pred, target = pred.cpu().double(), y.double()
+        if masked:  # a non-rectangular domain: score the points inside it
+            inside = (x[:, samples.signature.inputs.index("mask")] < 0.5).unsqueeze(1).double()
+            pred, target = pred * inside, target * inside
+        errors.append(relative_l2(pred, target).numpy())
+    return np.concatenate(errors), seconds / max(n, 1)
 
 
 def _solver_time(path: Path, n: int) -> tuple[float | None, int, str | None]:
@@ -71,16 +91,12 @@ def _solver_time(path: Path, n: int) -> tuple[float | None, int, str | None]:
 def evaluate_dataset(model, info: RunInfo, path: str | Path, *, batch_size: int, n_solver_samples: int,
                      device: torch.device) -> dict[str, Any]:
     """Metrics of one dataset (see :func:`evaluate`)."""
-    data = load_grid_data(path)
+    data = open_samples(path, cache_gb=EVAL_CACHE_GB)
     info.signature.check_same_problem(data.signature, str(path))
     normaliser, notes = normaliser_for(info, data)
-    pred, model_s = _timed_predict(model, normaliser, data.x, batch_size, device)
-    target = data.y.double()
-    if "mask" in data.signature.inputs:  # a non-rectangular domain: score the points inside it
-        inside = inside_domain(data).unsqueeze(1).double()
-        pred, target = pred.double() * inside, target * inside
+    errors, model_s = _scored(model, normaliser, data, batch_size, device)
+    if "mask" in data.signature.inputs:
         notes.append("errors over the grid points inside the domain (mask = 0)")
-    errors = relative_l2(pred.double(), target).numpy()
     stats = summarise(errors)
     solver_s, n_solved, note = _solver_time(Path(path), n_solver_samples)
     if note:

@@ -119,15 +119,21 @@ def _resample(arr: np.ndarray, src: list[np.ndarray], dst: list[np.ndarray], nam
     return arr
 
 
-def _stack(ds, names: list[str], dims: list[str], n: int, path: Path) -> np.ndarray:
+def _stack(ds, names: list[str], dims: list[str], sel: int | slice | np.ndarray, path: Path) -> np.ndarray:
     """Stack variables as channels on the grid ``dims``; a variable on another grid with as many
-    spatial axes (a staggered field) is linearly interpolated onto it by its coordinates."""
+    spatial axes (a staggered field) is linearly interpolated onto it by its coordinates.
+
+    ``sel`` picks the samples: the first ``sel`` (an int), a slice, or increasing indices. Every
+    operation is per sample, so a sample's channels do not depend on which others are read with it.
+    """
+    if isinstance(sel, (int, np.integer)):
+        sel = slice(0, int(sel))
     parts = []
     for name in names:
         var = ds[name]
         own = [d for d in var.dims if d not in ("sample", "t", "component")]
         extra = [d for d in var.dims if d != "sample" and d not in own]
-        arr = var.isel(sample=slice(0, n)).transpose("sample", *extra, *own).values
+        arr = var.isel(sample=sel).transpose("sample", *extra, *own).values
         arr = np.asarray(arr, dtype=np.float64 if own != list(dims) else np.float32)
         if own != list(dims):
             if len(own) != len(dims) or not all(d in ds.coords for d in (*own, *dims)):
@@ -165,34 +171,48 @@ def load_grid_data(path: str | Path, n: int | None = None, clip: bool = False) -
 
 def _load(ds, path: Path, n: int | None, clip: bool) -> GridData:
     try:
-        total = int(ds.sizes["sample"])
-        if n is not None and clip:
-            n = min(n, total)
-        if n is not None and n > total:
-            raise DataError(f"{path}: asked for the first {n} samples but the file holds {total}; lower n_train")
-        n = total if n is None else int(n)
-        inputs = str(ds.attrs["inputs"]).split()
-        outputs = str(ds.attrs["outputs"]).split()
-        dims = _grid_dims(ds, path)
+        n = _count(ds, path, n, clip)
+        inputs, outputs, dims = _layout(ds, path)
         x = _stack(ds, inputs, dims, n, path)
         y = _stack(ds, outputs, dims, n, path)
-        coords = {d: np.asarray(ds[d].values, dtype=np.float64) for d in dims if d in ds.coords or d in ds}
-        if len(coords) != len(dims):
-            coords = {}
-        signature = DatasetSignature(
-            pde=str(ds.attrs["pde"]),
-            inputs=tuple(inputs),
-            outputs=tuple(outputs),
-            dims=tuple(dims),
-            shape=tuple(int(s) for s in x.shape[2:]),
-            grid=str(ds.attrs.get("grid", "")),
-            in_channels=int(x.shape[1]),
-            out_channels=int(y.shape[1]),
-            coords=tuple(tuple(float(v) for v in coords[d]) for d in dims) if coords else (),
-        )
+        signature, coords = _signature(ds, inputs, outputs, dims, x.shape, y.shape)
     finally:
         ds.close()
     return GridData(torch.from_numpy(x), torch.from_numpy(y), signature, path, coords)
+
+
+def _count(ds, path: Path, n: int | None, clip: bool) -> int:
+    """The number of samples to read: ``n`` (at most the file's, with ``clip``) or all of them."""
+    total = int(ds.sizes["sample"])
+    if n is not None and clip:
+        n = min(n, total)
+    if n is not None and n > total:
+        raise DataError(f"{path}: asked for the first {n} samples but the file holds {total}; lower n_train")
+    return total if n is None else int(n)
+
+
+def _layout(ds, path: Path) -> tuple[list[str], list[str], list[str]]:
+    """Input variables, output variables and the grid's spatial dims of a dataset."""
+    return str(ds.attrs["inputs"]).split(), str(ds.attrs["outputs"]).split(), _grid_dims(ds, path)
+
+
+def _signature(ds, inputs, outputs, dims, x_shape, y_shape) -> tuple[DatasetSignature, dict]:
+    """The signature and the grid coordinates, from the stacked arrays' shapes."""
+    coords = {d: np.asarray(ds[d].values, dtype=np.float64) for d in dims if d in ds.coords or d in ds}
+    if len(coords) != len(dims):
+        coords = {}
+    signature = DatasetSignature(
+        pde=str(ds.attrs["pde"]),
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        dims=tuple(dims),
+        shape=tuple(int(s) for s in x_shape[2:]),
+        grid=str(ds.attrs.get("grid", "")),
+        in_channels=int(x_shape[1]),
+        out_channels=int(y_shape[1]),
+        coords=tuple(tuple(float(v) for v in coords[d]) for d in dims) if coords else (),
+    )
+    return signature, coords
 
 
 def read_signature(path: str | Path) -> DatasetSignature:

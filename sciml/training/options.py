@@ -15,7 +15,8 @@ from ..config import from_dict, to_dict
 from ..errors import ConfigError
 
 # Options that may differ when a run is resumed (they do not change the numbers).
-RUNTIME_KEYS = ("epochs", "device", "num_threads", "progress", "checkpoint_every", "figures")
+RUNTIME_KEYS = ("epochs", "device", "num_threads", "progress", "checkpoint_every", "figures", "workers", "cache_gb",
+                "compile")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,14 @@ class TrainOptions:
     progress: show a progress bar on stderr.
     checkpoint_every: save the model and training state every this many epochs (and at the end).
     figures: draw the loss curve into the run directory at the end.
+    cache_gb: hold the training (and test) samples in memory when their float32 tensors take at most
+        this many GiB, else stream them from the file batch by batch (default: a quarter of the
+        machine's memory, shared by its data-parallel processes). The result is the same either way.
+    workers: loader processes reading batches ahead when streaming (default: half the CPUs, 1 to 4;
+        0 reads in the training process).
+    precision: ``fp32``, or ``bf16``/``fp16`` autocast for the model's forward pass (spectral
+        transforms and the loss stay in float32; fp16 scales the loss on CUDA).
+    compile: ``torch.compile`` the model (a clear error where it cannot).
     """
 
     epochs: int = 100
@@ -65,6 +74,10 @@ class TrainOptions:
     progress: bool = True
     checkpoint_every: int = 1
     figures: bool = True
+    cache_gb: Optional[float] = None
+    workers: Optional[int] = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str, value: Any) -> None:
@@ -89,6 +102,10 @@ class TrainOptions:
         need(isinstance(self.model_config, dict), "'model_config' must be a mapping", self.model_config)
         need(self.num_threads is None or self.num_threads >= 1, "'num_threads' must be >= 1 (or null)", self.num_threads)
         need(self.checkpoint_every >= 1, "'checkpoint_every' must be >= 1", self.checkpoint_every)
+        need(self.cache_gb is None or self.cache_gb >= 0, "'cache_gb' must be >= 0 (or null for automatic)", self.cache_gb)
+        need(self.workers is None or (isinstance(self.workers, int) and self.workers >= 0),
+             "'workers' must be an integer >= 0 (or null for automatic)", self.workers)
+        need(self.precision in ("fp32", "bf16", "fp16"), "'precision' must be one of ['fp32', 'bf16', 'fp16']", self.precision)
 
     def replace(self, **changes: Any) -> "TrainOptions":
         return dataclasses.replace(self, **changes)

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ import torch
 from torch import nn
 
 from ..config import dump_yaml
-from ..errors import CheckpointError, ConfigError, ModelError
+from ..errors import CheckpointError, ConfigError, ModelError, Preempted
 from ..io import atomic_write_text, output_lock, read_text
 from .. import runs, runtime
 from . import checkpoint as ckpt
 from .build import build_model
-from .data import DatasetSignature, GridData, load_grid_data
+from .data import DatasetSignature
 from .ddp import World, shard_batches, world as ddp_world
+from .stream import Samples, epoch_order, fit_normaliser, iterate, open_samples, ranges
 from .losses import get_loss, rel_l2_loss
 from .normalisers import DataNormaliser
 from .options import RUNTIME_KEYS, TrainOptions, resolve_options
@@ -76,26 +78,67 @@ def _fits_on(device: torch.device, *tensors: torch.Tensor) -> bool:
     return sum(t.numel() * t.element_size() for t in tensors) < 0.25 * free
 
 
+def _precision(precision: str, device: torch.device):
+    """``(autocast context factory, gradient scaler)`` for ``fp32`` (neither), ``bf16`` or ``fp16``
+    (autocast on the device; fp16 scales the loss). Losses are computed in float32."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+    if dtype is None:
+        return contextlib.nullcontext, scaler
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
+
+
+def _compiled(grid: nn.Module, opts: TrainOptions) -> nn.Module:
+    """``torch.compile(grid)`` with ``opts.compile``; a model it cannot compile is one clear error."""
+    if not opts.compile:
+        return grid
+    if not hasattr(torch, "compile"):
+        raise ConfigError(f"--compile needs torch >= 2.0 (this is {torch.__version__}); drop --compile")
+    return _CheckedCompile(grid, torch.compile(grid))
+
+
+class _CheckedCompile(nn.Module):
+    """Runs the compiled module; the first call's failure (compilation is lazy) becomes a ModelError."""
+
+    def __init__(self, plain: nn.Module, compiled):
+        super().__init__()
+        self.plain = plain
+        self._compiled = [compiled]  # not a submodule: the parameters are the plain module's
+        self._checked = False
+
+    def forward(self, x):
+        if self._checked:
+            return self._compiled[0](x)
+        try:
+            out = self._compiled[0](x)
+        except Exception as exc:  # torch._dynamo / inductor errors have no common public base
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"torch.compile cannot compile this model here ({type(exc).__name__}: {first[:200]}); "
+                             "train without --compile") from None
+        self._checked = True
+        return out
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # the shuffle of epoch e depends on (seed, e) only, so a resumed run draws the same batches
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
 @torch.no_grad()
-def _mean_loss(net: nn.Module, normaliser: DataNormaliser, x_enc: torch.Tensor, y: torch.Tensor,
-               loss_fn, batch_size: int, device: torch.device, world: World = World()) -> float:
-    """Sample-weighted mean of ``loss_fn`` over a whole split (inputs already encoded); under DDP
-    each rank scores its contiguous share and the sums are reduced, so every rank gets the mean."""
+def _mean_loss(net: nn.Module, normaliser: DataNormaliser, samples: Samples, loss_fn, batch_size: int,
+               device: torch.device, world: World = World(), workers: int | None = None, autocast=None) -> float:
+    """Sample-weighted mean of ``loss_fn`` over a whole split; under DDP each rank scores its
+    contiguous share and the sums are reduced, so every rank gets the mean."""
     net.eval()
     total = 0.0
-    start, stop = world.span(x_enc.shape[0])
-    for i in range(start, stop, batch_size):
-        j = min(i + batch_size, stop)
-        xb = x_enc[i:j].to(device)
-        yb = y[i:j].to(device)
-        pred = normaliser.decode_outputs(net(xb))
+    start, stop = world.span(len(samples))
+    for xb, yb in iterate(samples, ranges(len(samples), batch_size, start, stop), workers):
+        xb, yb = xb.to(device), yb.to(device)
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            out = net(normaliser.encode_inputs(xb))
+        pred = normaliser.decode_outputs(out.float())
         total += float(loss_fn(pred, yb)) * xb.shape[0]
-    return world.sum(total)[0] / x_enc.shape[0]
+    return world.sum(total)[0] / len(samples)
 
 
 def _read_metrics(run_dir: Path, upto: int) -> list[dict]:
@@ -114,12 +157,15 @@ class _Run:
     opts: TrainOptions
     operator: nn.Module
     normaliser: DataNormaliser
-    train: GridData
-    val: GridData | None
-    test: GridData | None
+    train: Samples
+    val: Samples | None
+    test: Samples | None
     start_epoch: int = 0
+    start_step: int = 0  # batches of epoch start_epoch + 1 already done (a run stopped by a job signal)
+    start_total: float = 0.0  # their summed loss (times batch sizes)
     optimizer_state: dict | None = None
     scheduler_state: dict | None = None
+    scaler_state: dict | None = None
     best_loss: float = math.inf
     metrics: list = dataclasses.field(default_factory=list)
 
@@ -131,8 +177,8 @@ def _loop(run: _Run, world: World = World()) -> dict:
     device = world.device
     operator = run.operator.to(device)
     grid = ckpt.as_grid(operator).to(device)
-    net = world.wrap(grid)  # DDP under torchrun: averages the gradients of the ranks
-    normaliser = run.normaliser.to("cpu")
+    net = world.wrap(_compiled(grid, opts))  # DDP under torchrun: averages the gradients of the ranks
+    normaliser = run.normaliser.to(device)
     optimizer = _optimizer(opts, operator.parameters())
     scheduler = _scheduler(opts, optimizer)
     if run.optimizer_state is not None:
@@ -140,27 +186,25 @@ def _loop(run: _Run, world: World = World()) -> dict:
         scheduler.load_state_dict(run.scheduler_state)
     loss_fn = get_loss(opts.loss)
     sig = run.train.signature
+    autocast, scaler = _precision(opts.precision, device)
 
-    # the model sees encoded inputs; the loss compares decoded predictions with raw targets
-    with torch.no_grad():
-        x_train = normaliser.encode_inputs(run.train.x)
-        x_val = normaliser.encode_inputs(run.val.x) if run.val is not None else None
-        x_test = normaliser.encode_inputs(run.test.x) if run.test is not None else None
-    normaliser.to(device)
-    y_train = run.train.y
-    if _fits_on(device, x_train, y_train):  # saves a host-to-device copy per batch
-        x_train, y_train = x_train.to(device), y_train.to(device)
-    n = x_train.shape[0]
+    # the model sees encoded inputs; the loss compares decoded predictions (float32) with raw targets
+    train = run.train
+    if train.cached and _fits_on(device, train.x, train.y):  # saves a host-to-device copy per batch
+        train = train.to(device)
+    n = len(train)
 
-    def checkpoint(epoch: int, train_loss: float) -> None:
+    def checkpoint(epoch: int, train_loss: float, step: int = 0, total: float = 0.0) -> None:
         # weights, then the training state, each written atomically; the state carries its own
         # copy of the weights, so a kill between the two writes leaves a consistent state to
-        # resume from (``--resume`` of a run without a state trains it again from its config)
-        extra = {"train_loss": train_loss, "n_train": n}
-        if opts.model != operator.name:
-            extra["preset"] = opts.model
-        ckpt.save_model(out, operator, normaliser=normaliser, signature=sig, epoch=epoch, extra=extra)
-        ckpt.save_train_state(out, {
+        # resume from (``--resume`` of a run without a state trains it again from its config).
+        # A stop inside an epoch (a job signal) saves the state only, with the batches done.
+        if not step:
+            extra = {"train_loss": train_loss, "n_train": n}
+            if opts.model != operator.name:
+                extra["preset"] = opts.model
+            ckpt.save_model(out, operator, normaliser=normaliser, signature=sig, epoch=epoch, extra=extra)
+        state = {
             "epoch": epoch,
             "model": {k: v.detach().cpu() for k, v in operator.state_dict().items()},
             "optimizer": optimizer.state_dict(),
@@ -168,40 +212,54 @@ def _loop(run: _Run, world: World = World()) -> dict:
             "rng": ckpt.rng_state(),
             "best_loss": run.best_loss,
             "seed": opts.seed,
-        })
+        }
+        if step:
+            state.update(step=step, total=total)
+        if scaler.is_enabled():
+            state["scaler"] = scaler.state_dict()
+        ckpt.save_train_state(out, state)
 
-    def batch_loss(loss: torch.Tensor, mine: int, batch: int) -> float:
-        """The global batch's mean loss from this rank's mean over ``mine`` of its ``batch`` samples
-        (a collective under DDP, so every rank takes the same divergence decision)."""
+    def batch_loss(loss: torch.Tensor, mine: int, batch: int, signalled: bool) -> tuple[float, bool]:
+        """The global batch's mean loss from this rank's mean over ``mine`` of its ``batch`` samples,
+        and whether any rank got a job signal (a collective under DDP, so every rank takes the same
+        divergence and stop decisions)."""
         if not world.distributed:
-            return float(loss.detach())
-        return world.sum(float(loss.detach()) * mine if mine else 0.0)[0] / batch
+            return float(loss.detach()), signalled
+        value, flag = world.sum(float(loss.detach()) * mine if mine else 0.0, float(signalled))
+        return value / batch, flag > 0
 
-    def mean_loss(x_enc: torch.Tensor, y: torch.Tensor, fn) -> float:
-        return _mean_loss(grid, normaliser, x_enc, y, fn, opts.batch_size, device, world)
+    def mean_loss(samples: Samples, fn) -> float:
+        return _mean_loss(grid, normaliser, samples, fn, opts.batch_size, device, world, opts.workers, autocast)
 
+    if run.scaler_state is not None and scaler.is_enabled():
+        scaler.load_state_dict(run.scaler_state)
     t_start = time.perf_counter()
     train_loss = math.nan
     n_batches = math.ceil(n / opts.batch_size)
     with runtime.progress(opts.epochs * n_batches, "train", enabled=opts.progress and world.is_main,
                           text=f"epoch {{task.fields[epoch]}}/{opts.epochs}  {{task.fields[losses]}}",
-                          fields={"epoch": run.start_epoch, "losses": ""}, completed=run.start_epoch * n_batches,
-                          counts=False) as advance:
+                          fields={"epoch": run.start_epoch, "losses": ""},
+                          completed=run.start_epoch * n_batches + run.start_step,
+                          counts=False) as advance, runtime.job_signals("flag") as signalled:
         for epoch in range(run.start_epoch + 1, opts.epochs + 1):
             t0 = time.perf_counter()
             net.train()
-            perm = torch.randperm(n, generator=_epoch_generator(opts.seed, epoch))
-            total = 0.0
-            for step, (mine, batch) in enumerate(shard_batches(perm, opts.batch_size, world.rank, world.size), 1):
-                # a rank without a share (a last batch shorter than the world) joins DDP's gradient
-                # average with a zero-weighted sample of the batch
+            perm = epoch_order(n, _epoch_generator(opts.seed, epoch), train.block, opts.batch_size)
+            skip = run.start_step if epoch == run.start_epoch + 1 else 0
+            total = run.start_total if skip else 0.0
+            shares = list(shard_batches(perm, opts.batch_size, world.rank, world.size))[skip:]
+            # a rank without a share (a last batch shorter than the world) joins DDP's gradient
+            # average with a zero-weighted sample of the batch
+            reads = [mine if mine.shape[0] else batch[:1] for mine, batch in shares]
+            for step, ((mine, batch), (xb, yb)) in enumerate(zip(shares, iterate(train, reads, opts.workers)), skip + 1):
                 share = mine.shape[0]
-                idx = (mine if share else batch[:1]).to(x_train.device)
-                xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                pred = normaliser.decode_outputs(net(xb))
+                with autocast():
+                    out_b = net(normaliser.encode_inputs(xb))
+                pred = normaliser.decode_outputs(out_b.float())
                 loss = loss_fn(pred, yb)
-                value = batch_loss(loss, share, batch.shape[0])
+                value, stop = batch_loss(loss, share, batch.shape[0], signalled.signum is not None)
                 if not math.isfinite(value):
                     saved = _saved_epoch(out)
                     kept = f"the last good checkpoint (epoch {saved}) is kept in {out}" if saved else f"no checkpoint was written to {out}"
@@ -212,30 +270,46 @@ def _loop(run: _Run, world: World = World()) -> dict:
                 if world.distributed:
                     # DDP averages over the ranks: weight share/batch * size makes that the global mean
                     loss = loss * (share * world.size / batch.shape[0])
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 total += value * batch.shape[0]
                 advance(epoch=epoch)
+                if stop and step < n_batches:  # at this batch boundary: save, then stop
+                    if world.is_main:
+                        checkpoint(epoch - 1, math.nan, step, total)
+                    world.barrier()
+                    raise Preempted(
+                        f"stopped by {signalled.name or 'a job signal'} at epoch {epoch}, batch {step} of {n_batches}; "
+                        f"the state is saved in {out}: continue with `sciml train --resume {out}`"
+                    )
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             train_loss = total / n
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
-            if x_val is not None:
-                row["val_loss"] = mean_loss(x_val, run.val.y, loss_fn)
-            if x_test is not None:
-                row["test_loss"] = mean_loss(x_test, run.test.y, loss_fn)
+            if run.val is not None:
+                row["val_loss"] = mean_loss(run.val, loss_fn)
+            if run.test is not None:
+                row["test_loss"] = mean_loss(run.test, loss_fn)
                 if opts.loss != "rel_l2":
-                    row["test_rel_l2"] = mean_loss(x_test, run.test.y, rel_l2_loss)
+                    row["test_rel_l2"] = mean_loss(run.test, rel_l2_loss)
             row["lr"] = lr
             row["seconds"] = time.perf_counter() - t0
             run.best_loss = min(run.best_loss, row.get("val_loss", train_loss))
             run.metrics.append(row)
+            stop = world.sum(float(signalled.signum is not None))[0] > 0 if world.distributed else signalled.signum is not None
             if world.is_main:
                 runs.write_metrics(out, run.metrics)
-                if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs:
+                if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs or stop:
                     checkpoint(epoch, train_loss)
             advance(0, losses="  ".join(
                 f"{k} {row[k]:.4g}" for k in ("train_loss", "val_loss", "test_loss") if k in row))
+            if stop and epoch < opts.epochs:
+                world.barrier()
+                raise Preempted(
+                    f"stopped by {signalled.name or 'a job signal'} after epoch {epoch} of {opts.epochs}; "
+                    f"the state is saved in {out}: continue with `sciml train --resume {out}`"
+                )
 
     if opts.figures and run.metrics and world.is_main:
         from ..plots import plot_loss
@@ -271,7 +345,7 @@ def _statistics(normaliser: DataNormaliser) -> list[torch.Tensor]:
     return [t for part in (normaliser.inputs, normaliser.outputs) for t in (part.mean, part.std) if t is not None]
 
 
-def _split(data: GridData, val_fraction: float) -> tuple[GridData, GridData | None]:
+def _split(data: Samples, val_fraction: float) -> tuple[Samples, Samples | None]:
     n = len(data)
     n_val = int(round(val_fraction * n))
     if val_fraction > 0 and (n_val < 1 or n - n_val < 2):
@@ -284,10 +358,17 @@ def _split(data: GridData, val_fraction: float) -> tuple[GridData, GridData | No
     return data.subset(0, n - n_val), data.subset(n - n_val, n)
 
 
-def _load_test(test_data, sig: DatasetSignature) -> GridData | None:
+def _samples(path, opts: TrainOptions, world: World, n: int | None = None) -> Samples:
+    """The first ``n`` samples of ``path``, cached or streamed by ``opts.cache_gb`` (the budget is
+    shared by the processes of this machine)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world.size if world.distributed else 1))
+    return open_samples(path, n, cache_gb=opts.cache_gb, processes=local)
+
+
+def _load_test(test_data, sig: DatasetSignature, opts: TrainOptions, world: World) -> Samples | None:
     if test_data is None:
         return None
-    test = load_grid_data(test_data)
+    test = _samples(test_data, opts, world)
     sig.check_same_problem(test.signature, str(test_data))
     if test.signature.shape != sig.shape:
         raise ConfigError(
@@ -352,15 +433,15 @@ def train_operator(
         with world.agree("preparing the run"):
             if world.is_main:  # inside the agreement: a refused lock stops every rank
                 lock.enter_context(output_lock(out, "--out"))
-            full = load_grid_data(data, opts.n_train)
+            full = _samples(data, opts, world, opts.n_train)
             train_part, val_part = _split(full, opts.val_fraction)
-            test = _load_test(test_data, full.signature)
+            test = _load_test(test_data, full.signature, opts, world)
             model = model_or_name if isinstance(model_or_name, nn.Module) else opts.model
             operator = build_model(model, opts.model_config, full.signature, opts.seed)
             if isinstance(model_or_name, nn.Module):
                 opts = opts.replace(model=operator.name)
             torch.manual_seed(opts.seed)
-            normaliser = DataNormaliser.fit(opts.normalise, train_part.x, train_part.y)
+            normaliser = fit_normaliser(opts.normalise, train_part, opts.workers)
         # fitted alike on every rank from the same file; rank 0's statistics make that exact
         world.broadcast_(_statistics(normaliser))
         if world.is_main:
@@ -465,12 +546,12 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
                 lock.enter_context(output_lock(out, "--out"))
                 for stale in out.glob(".*.tmp"):  # half-written files of a killed run
                     stale.unlink()
-            full = load_grid_data(data, opts.n_train)
+            full = _samples(data, opts, world, opts.n_train)
             info.signature.check_same_problem(full.signature, str(data))
             if full.signature.shape != info.signature.shape:
                 raise ConfigError(f"{data} has grid {full.signature.shape}, the run was trained on {info.signature.shape}; resume with the same data")
             train_part, val_part = _split(full, opts.val_fraction)
-            test = _load_test(test_data, full.signature)
+            test = _load_test(test_data, full.signature, opts, world)
             metrics = _read_metrics(out, epoch)
             operator.train()
             ckpt.set_rng_state(state["rng"])
@@ -478,7 +559,9 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
             dump_yaml(_config_yaml(opts, operator, data, test_data), out / runs.CONFIG)
         run = _Run(out=out, opts=opts, operator=operator, normaliser=info.normaliser,
                    train=train_part, val=val_part, test=test, start_epoch=epoch,
+                   start_step=int(state.get("step", 0)), start_total=float(state.get("total", 0.0)),
                    optimizer_state=state["optimizer"], scheduler_state=state["scheduler"],
+                   scaler_state=state.get("scaler"),
                    best_loss=float(state.get("best_loss", math.inf)), metrics=metrics)
         return _loop(run, world)
 
