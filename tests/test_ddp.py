@@ -224,3 +224,52 @@ def test_world_size_without_torchrun_variables_is_a_clear_error(monkeypatch):
     with pytest.raises(SciMLError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not.*torchrun"):
         with training.ddp.world("cpu"):
             pass
+
+
+# ----------------------------------------------------------------------------- streaming per rank
+
+# `sciml` under torchrun with every streamed read logged as "RANK START STOP INDICES" (the loader's
+# worker processes are forks: they log too)
+RECORD_READS = textwrap.dedent("""
+    import json, os, sys
+    from sciml.training import stream
+
+    real = stream.FileSamples.read
+
+    def logged(self, idx):
+        with open(os.environ["READS_LOG"], "a") as log:
+            log.write(json.dumps([int(os.environ["RANK"]), self.start, self.stop, [int(i) for i in idx]]) + "\\n")
+        return real(self, idx)
+
+    stream.FileSamples.read = stream.FileSamples.__getitem__ = logged
+    from sciml.cli.app import main
+    main(sys.argv[1:])
+""")
+
+
+def test_streamed_ranks_read_only_their_shares_and_match_the_cached_two_process_run(two_process_run, darcy16,
+                                                                                     tmp_path):
+    cached = two_process_run[0]
+    train, test = darcy16
+    script, log, out = tmp_path / "record_reads.py", tmp_path / "reads.log", tmp_path / "streamed"
+    script.write_text(RECORD_READS)
+    run([*TORCHRUN, str(script), *cli_args(train, test, out), "--cache-gb", "0", "--workers", "1"], tmp_path,
+        READS_LOG=str(log))
+    a, b = load_file(cached / "weights.safetensors"), load_file(out / "weights.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # the same 2-process run, whichever way the samples arrive
+    reads = [json.loads(line) for line in log.read_text().splitlines()]
+    # training batches: the 13 training samples [0, 13) of the file; per epoch each rank reads its
+    # share of every global batch, the two shares disjoint and together every sample
+    train_reads = {r: [i for rank, start, stop, idx in reads if rank == r and (start, stop) == (0, 13) and len(idx) <= 2
+                       for i in idx] for r in (0, 1)}
+    # 2 epochs x 4 global batches (4, 4, 4, 1): rank 0 reads 2, 2, 2, 1 samples, rank 1 reads 2, 2, 2 and,
+    # having no share of the last batch, its first sample (zero-weighted, so DDP's all-reduce has its part)
+    assert len(train_reads[0]) == len(train_reads[1]) == 14, train_reads
+    for epoch in range(2):
+        r0, r1 = (train_reads[r][7 * epoch:7 * (epoch + 1)] for r in (0, 1))
+        assert sorted(set(r0) | set(r1)) == list(range(13))
+        assert set(r0) & set(r1) == {r0[-1]} and r1[-1] == r0[-1]
+    # the normaliser: rank 0 reads the training samples once; rank 1 reads two for the statistics' shapes
+    fits = [(rank, len(idx)) for rank, start, stop, idx in reads if (start, stop) == (0, 13) and len(idx) > 4]
+    assert fits == [(0, 13)], fits

@@ -25,7 +25,7 @@ from ..config import dump_yaml
 from ..errors import CheckpointError, ConfigError, ModelError, Preempted
 from ..io import atomic_write_text, output_lock, read_text
 from .. import runs, runtime
-from . import checkpoint as ckpt
+from . import checkpoint as ckpt, tracking
 from .build import build_model
 from .data import DatasetSignature
 from .ddp import World, shard_batches, world as ddp_world
@@ -240,7 +240,8 @@ def _loop(run: _Run, world: World = World()) -> dict:
                           text=f"epoch {{task.fields[epoch]}}/{opts.epochs}  {{task.fields[losses]}}",
                           fields={"epoch": run.start_epoch, "losses": ""},
                           completed=run.start_epoch * n_batches + run.start_step,
-                          counts=False) as advance, runtime.job_signals("flag") as signalled:
+                          counts=False) as advance, runtime.job_signals("flag") as signalled, \
+            tracking.session(opts, out, world, run.start_epoch) as tracker:
         for epoch in range(run.start_epoch + 1, opts.epochs + 1):
             t0 = time.perf_counter()
             net.train()
@@ -300,6 +301,7 @@ def _loop(run: _Run, world: World = World()) -> dict:
             stop = world.sum(float(signalled.signum is not None))[0] > 0 if world.distributed else signalled.signum is not None
             if world.is_main:
                 runs.write_metrics(out, run.metrics)
+                tracker.log_epoch(epoch, row)
                 if epoch % opts.checkpoint_every == 0 or epoch == opts.epochs or stop:
                     checkpoint(epoch, train_loss)
             advance(0, losses="  ".join(
@@ -317,7 +319,7 @@ def _loop(run: _Run, world: World = World()) -> dict:
         plot_loss(out, out / "loss.png")
     world.barrier()  # every rank returns once rank 0's files are complete
     final = run.metrics[-1] if run.metrics else {}
-    return {
+    result = {
         "run_dir": str(out),
         "model": operator.name,
         "epochs": int(final.get("epoch", run.start_epoch)),
@@ -331,6 +333,9 @@ def _loop(run: _Run, world: World = World()) -> dict:
         "n_parameters": sum(p.numel() for p in operator.parameters()),
         "device": str(device),
     }
+    tracker.log_final({**final, **result}, sorted(out.glob("*.png")), step=result["epochs"])  # rank 0's; a no-op elsewhere
+    tracker.close()
+    return result
 
 
 def _saved_epoch(out: Path) -> int:
@@ -423,6 +428,7 @@ def train_operator(
     elif isinstance(model_or_name, nn.Module) and (options.get("model_config") or config.get("model_config")):
         raise ConfigError("model_config applies to a model name; the given model is already built, pass its name instead")
     opts = resolve_options(config, options)
+    tracking.require(opts.logger)  # a missing package fails before the data are read
     if opts.model == "coral" or getattr(model_or_name, "name", "") == "coral":
         raise ConfigError("coral trains in two stages (neural fields, then processor): use "
                           "sciml.training.coral.train_coral(data, out, ...) or `sciml train coral --data D.h5 --out RUN`")
@@ -441,8 +447,11 @@ def train_operator(
             if isinstance(model_or_name, nn.Module):
                 opts = opts.replace(model=operator.name)
             torch.manual_seed(opts.seed)
-            normaliser = fit_normaliser(opts.normalise, train_part, opts.workers)
-        # fitted alike on every rank from the same file; rank 0's statistics make that exact
+            # rank 0 fits (one streaming pass); the others take its statistics below, so a streamed
+            # rank reads only its own shares (two samples here give the statistics' shapes)
+            fit_on = train_part if world.is_main or train_part.cached else train_part.subset(0, min(2, len(train_part)))
+            normaliser = fit_normaliser(opts.normalise, fit_on, opts.workers)
+        # rank 0's statistics on every rank
         world.broadcast_(_statistics(normaliser))
         if world.is_main:
             out.mkdir(parents=True, exist_ok=True)
