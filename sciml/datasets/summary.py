@@ -10,6 +10,7 @@ import numpy as np
 from .format import attrs_json, open_dataset, reading
 
 _BLOCK_VALUES = 4_000_000  # values read at a time, so memory stays flat for large files
+STORED_RESIDUAL_SAMPLES = 16  # samples whose system `sciml info` re-forms from the stored arrays
 
 
 def _stats(var) -> dict[str, Any]:
@@ -45,6 +46,44 @@ def _distribution(values: np.ndarray) -> dict[str, float] | None:
     return dict(zip(("min", "q25", "median", "q75", "max"), (float(v) for v in q)))
 
 
+def _unknowns(u: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The solution vector of a stored output field: the field itself (unknowns on every stored
+    node) or its interior (a zero Dirichlet boundary stored around the unknowns, as darcy's)."""
+    if u.shape == tuple(shape):
+        return u.reshape(-1)
+    if u.ndim == len(shape) and all(s == k + 2 for s, k in zip(u.shape, shape)):
+        return u[tuple(slice(1, -1) for _ in shape)].reshape(-1)
+    return None
+
+
+def _stored_residuals(ds) -> dict[str, Any] | None:
+    """``||b - A u|| / ||b||`` of the first :data:`STORED_RESIDUAL_SAMPLES` samples with ``A, b``
+    assembled from the stored inputs and ``u`` the stored output, all as stored (float32 files:
+    float32 values, then the float64 product). None where the file holds no linear system of its
+    generator on the stored grid (time-dependent PDEs, subsampled or imported files)."""
+    from ..errors import SciMLError
+    from .generators import LinearGenerator, _from_file
+
+    try:
+        gen = _from_file(ds)
+        if not isinstance(gen, LinearGenerator) or gen.config.subsample != 1 or len(gen.outputs) != 1:
+            return None
+        out = ds[gen.outputs[0]]
+        count = min(int(ds.sizes["sample"]), STORED_RESIDUAL_SAMPLES)
+        values = []
+        for i in range(count):
+            inputs = {v: np.asarray(ds[v].isel(sample=i).values, dtype=np.float64) for v in gen.inputs}
+            x = _unknowns(np.asarray(out.isel(sample=i).values, dtype=np.float64), gen.unknown_shape())
+            if x is None:
+                return None
+            A, b = gen.assemble(inputs)
+            values.append(float(np.linalg.norm(b - A @ x) / np.linalg.norm(b)))
+    except (SciMLError, KeyError, TypeError, ValueError):   # an imported file: params or arrays not the generator's
+        return None
+    return {"max": max(values), "median": float(np.median(values)), "samples": count,
+            "dtype": str(out.dtype)} if values else None
+
+
 def _seed(value: Any) -> Any:
     # imported files may record a seed that is not an integer (or none at all)
     try:
@@ -64,7 +103,10 @@ def summary(path: str | Path, strict: bool = False) -> dict[str, Any]:
     ``nonfinite`` (count of NaN/Inf) and ``nonfinite_samples`` (the first ten)), ``coords``
     (per axis: ``size``, ``min``, ``max``), ``params``, ``seed``, ``grid``, ``solver``
     (name, tol, method, max_residual as stored), ``residual`` (``max`` and ``median`` of the
-    per-sample achieved relative residuals), ``contrast`` (``min``, ``q25``, ``median``,
+    per-sample achieved relative residuals, i.e. of the float64 solve), ``stored_residual`` (``max``,
+    ``median``, ``samples``, ``dtype``: the same residual re-formed from the arrays as stored, over
+    the first :data:`STORED_RESIDUAL_SAMPLES` samples; None where the file holds no linear system
+    on its stored grid), ``contrast`` (``min``, ``q25``, ``median``,
     ``q75``, ``max`` of the per-sample coefficient contrast where the file stores one, as
     ConDiff's does; else None), ``sciml_version`` and ``created``.
     """
@@ -104,6 +146,7 @@ def _summary(ds, path) -> dict[str, Any]:
             "grid": str(ds.attrs["grid"]),
             "solver": attrs_json(ds, "solver"),
             "residual": residual,
+            "stored_residual": _stored_residuals(ds),
             "contrast": contrast,
             "sciml_version": str(ds.attrs.get("sciml_version", "")),
             "created": str(ds.attrs.get("created", "")),
@@ -142,10 +185,18 @@ def format_summary(info: dict[str, Any]) -> str:
     if isinstance(solver, dict) and solver:
         parts = [f"{k} {_num(solver[k])}" for k in ("name", "method", "tol") if solver.get(k) is not None]
         lines.append(f"  solver    {'   '.join(parts)}")
+    stored = info.get("stored_residual")
     if info.get("residual"):
         r = info["residual"]
-        meaning = solver.get("residual", "||b - A u|| / ||b||") if isinstance(solver, dict) else "||b - A u|| / ||b||"
-        lines.append(f"  residual  max {r['max']:.3g}   median {r['median']:.3g}  ({meaning} per sample)")
+        own = solver.get("residual") if isinstance(solver, dict) else None   # e.g. a time integrator's estimate
+        meaning = own or "||b - A u|| / ||b||"
+        label = "residual" if own else "solver residual (float64)"
+        lines.append(f"  {label:<9} max {r['max']:.3g}   median {r['median']:.3g}  ({meaning} per sample)")
+    if stored:
+        n = info["n"]
+        which = "every sample" if stored["samples"] == n else f"first {stored['samples']} of {n} samples"
+        lines.append(f"  residual of stored arrays ({stored['dtype']})  max {stored['max']:.3g}   median "
+                     f"{stored['median']:.3g}  (A, b from the stored inputs, u as stored; {which})")
     if info.get("contrast"):
         c = info["contrast"]
         lines.append("  contrast  " + "   ".join(f"{k} {_num(c[k])}" for k in ("min", "q25", "median", "q75", "max"))
