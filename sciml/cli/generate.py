@@ -45,13 +45,20 @@ def generate(
     if out is None:
         raise ConfigError("--out is required: the dataset file to write, e.g. --out train.h5")
     partial = out.with_name(out.name + ".partial")
-    if out.exists() and not overwrite:
-        done = " (it is complete: nothing to resume)" if resume and not partial.exists() else ""
-        raise DataError(f"{out} exists{done}; choose another --out or pass --overwrite")
     if dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype must be float32 or float64, got {dtype!r}")
     params = load_yaml(config) if config else {}
     params.update(parse_assignments(param, "--param"))
+    if out.exists() and not overwrite:
+        if resume and not partial.exists():   # a requeued job whose generation had finished: not an error
+            differs = _settings_differ(out, pde, n, seed, dtype, resolution, subsample, params)
+            if differs:
+                raise DataError(f"{out} is a finished generation with other settings ({differs}); choose another "
+                                "--out or pass --overwrite")
+            print(f"{out} is complete: all {n} samples of this generation are done, nothing to resume")
+            print(datasets.format_summary(datasets.summary(out)))
+            return
+        raise DataError(f"{out} exists; choose another --out or pass --overwrite")
     from .. import runtime
     from ..errors import PREEMPTED_EXIT
 
@@ -72,6 +79,28 @@ def generate(
         raise typer.Exit(130) from None
     print(f"wrote {path}")
     print(datasets.format_summary(datasets.summary(path)))
+
+
+def _settings_differ(out: Path, pde: str, n: int, seed: int, dtype: str, resolution: int, subsample: int,
+                     params: dict) -> str:
+    """How the finished file ``out`` differs from what these settings would generate ("" if not):
+    generator, sample count, seed, storage dtype and the full generator config."""
+    import json
+
+    from .. import datasets
+    from ..config import to_dict
+    from ..datasets.format import attrs_json
+
+    gen = datasets.create(pde, resolution=resolution, subsample=subsample, **params)
+    want = {"pde": pde, "n": n, "seed": seed, "dtype": dtype, **json.loads(json.dumps(to_dict(gen.config)))}
+    ds = datasets.open(out, check_finite=False)
+    try:
+        have = {"pde": str(ds.attrs["pde"]), "n": int(ds.sizes["sample"]), "seed": int(ds.attrs["seed"]),
+                "dtype": str(ds[gen.outputs[0]].dtype), **attrs_json(ds, "params")}
+    finally:
+        ds.close()
+    keys = ["pde"] if have["pde"] != pde else list(want | have)   # another generator: its config keys differ anyway
+    return "; ".join(f"{k} {have.get(k)!r} there, {want.get(k)!r} now" for k in keys if have.get(k) != want.get(k))
 
 
 def register(app: typer.Typer) -> None:
