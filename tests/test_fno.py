@@ -140,7 +140,8 @@ def test_too_coarse_resolution_raises_with_the_rule():
     with pytest.raises(ModelError) as info:
         model(torch.zeros(1, 1, 30, 16))
     assert str(info.value) == (
-        "resolution 16 along y is too small for modes 12: need >= 24 (lower --modes or use finer data)"
+        "resolution 16 along y is too small for modes 12: need >= 24 grid points; train with --set modes=[12,8] "
+        "(at most (n + padding) // 2 per axis) or use finer data"
     )
     assert model(torch.zeros(1, 1, 24, 24)).shape == (1, 1, 24, 24)  # n = 2 * modes is enough
     with pytest.raises(ModelError, match="resolution 23 along x"):

@@ -26,7 +26,11 @@ def solve(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Generator parameter KEY=VALUE.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Save the residual histories (mesh-free: the solutions) to this PNG.")] = None,
     problem: Annotated[Optional[str], typer.Option(help="Mesh-free test problem for --method gp,gp-stm,pinn (e.g. poisson1d-sin100; `--problem list` lists them).")] = None,
-    iterations: Annotated[Optional[int], typer.Option(help="Mesh-free methods: optimiser steps (default: the paper's).")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Mesh-free methods: optimiser steps (default: the paper's); "
+                                                           "gp and gp-stm stop earlier once the loss has converged (--gp-tol).")] = None,
+    gp_tol: Annotated[Optional[float], typer.Option(help="gp, gp-stm: stop once the loss changed by less than this "
+                                                         "(relative) over the last 100 steps (default 5e-2); 0 runs "
+                                                         "every step of --iterations (the paper's fixed budget).")] = None,
     n_col: Annotated[Optional[int], typer.Option(help="Mesh-free methods: collocation points per dimension (default: the paper's).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Mesh-free methods: Adam learning rate (default: the paper's, GP-HM 1e-2, PINN 1e-3).")] = None,
 ) -> None:
@@ -48,9 +52,12 @@ def solve(
         if len(free) != len(methods) or problem is None:
             raise ConfigError(f"the mesh-free methods ({', '.join(meshfree.available())}) solve a test problem: pass "
                               "--problem NAME and only those methods (see `sciml solve --problem list`)")
-        return _solve_meshfree(problem, methods, iterations, n_col, plot, lr)
-    if iterations is not None or n_col is not None:
-        raise ConfigError("--iterations and --n-col are options of the mesh-free methods (gp, gp-stm, pinn); use --maxiter")
+        if gp_tol is not None and not any(m.startswith("gp") for m in methods):
+            raise ConfigError("--gp-tol is an option of the methods gp and gp-stm; PINN runs --iterations steps")
+        return _solve_meshfree(problem, methods, iterations, n_col, plot, lr, gp_tol)
+    if iterations is not None or n_col is not None or gp_tol is not None:
+        raise ConfigError("--iterations, --n-col and --gp-tol are options of the mesh-free methods (gp, gp-stm, pinn); "
+                          "use --maxiter")
     if data is not None:
         A, b, info = datasets.system_from_file(data, index)
     elif pde:
@@ -72,7 +79,7 @@ def solve(
         print(f"wrote {plot}")
 
 
-def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot, lr) -> None:
+def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot, lr, gp_tol=None) -> None:
     """GP-HM (Gaussian and Student-t spectral mixtures) and the DeepXDE PINN on a test problem."""
     from .. import meshfree
     from ._common import table
@@ -83,10 +90,15 @@ def _solve_meshfree(name: str, methods: list[str], iterations, n_col, plot, lr) 
               title="mesh-free test problems")
         return
     problem = meshfree.get_problem(name)
-    curves = [(meshfree.label(m), meshfree.solve(problem, m, iterations=iterations, n_col=n_col, lr=lr)) for m in methods]
+    curves = [(meshfree.label(m), meshfree.solve(problem, m, iterations=iterations, n_col=n_col, lr=lr,
+                                                 **({"loss_tol": gp_tol} if m.startswith("gp") else {})))
+              for m in methods]
     table(["method", "steps", "rel. L2 (final)", "rel. L2 (min seen)", "seconds"],
           [[label, r.iterations, r.rel_l2, r.min_rel_l2, r.seconds] for label, r in curves],
           title=f"{problem.name}: {problem.description}")
+    for label, r in curves:
+        if getattr(r, "stopped", ""):
+            print(f"{label}: {r.stopped} (--gp-tol 0 runs all {problem.iterations if iterations is None else iterations})")
     if plot is not None:
         from ..plots import plot_meshfree
 

@@ -98,10 +98,17 @@ def check_resolution(shape: tuple[int, ...] | torch.Size, modes: tuple[int, ...]
     for axis, (n, m) in enumerate(zip(shape, modes)):
         if n + padding < 2 * m:
             need = 2 * m - padding
+            fit = ",".join(str(k) for k in fit_modes(shape, modes, padding))
             raise ModelError(
-                f"resolution {n} along {_AXES[axis]} is too small for modes {m}: need >= {need} "
-                "(lower --modes or use finer data)"
+                f"resolution {n} along {_AXES[axis]} is too small for modes {m}: need >= {need} grid points; "
+                f"train with --set modes=[{fit}] (at most (n + padding) // 2 per axis) or use finer data"
             )
+
+
+def fit_modes(shape: tuple[int, ...] | torch.Size, modes: tuple[int, ...], padding: int = 0) -> tuple[int, ...]:
+    """The largest mode counts ``<= modes`` that a grid of ``shape`` (plus ``padding``) can hold:
+    ``min(m, (n + padding) // 2)`` per axis (the rule of :func:`check_resolution`)."""
+    return tuple(max(1, min(int(m), (int(n) + padding) // 2)) for n, m in zip(shape, modes))
 
 
 class _DFTMatrices:
