@@ -33,6 +33,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import re
 import shutil
 import socket
@@ -239,25 +240,29 @@ def _name(name: Any, what: str) -> str:
 # ----------------------------------------------------------------------------- one cell
 
 
-def run_cell(cell: Cell) -> dict[str, Any]:
+def run_cell(cell: Cell, tracked: dict | None = None) -> dict[str, Any]:
     """Train and evaluate one cell (a Dask task, or in-process); write and return its record.
 
-    Never raises for a failing cell: the record says ``status: failed`` with a one-line
-    ``error`` (an unexpected exception also leaves ``traceback.txt`` in the cell folder).
+    ``tracked``: the sweep's experiment trackers (see :func:`_tracked`), not part of the cell's spec
+    (logging does not change its numbers). Never raises for a failing cell: the record says
+    ``status: failed`` with a one-line ``error`` (an unexpected exception also leaves
+    ``traceback.txt`` in the cell folder).
     """
     from . import evaluation, training
 
     spec, t0 = cell.spec, time.perf_counter()
+    options = _tracked_options(spec["train"], tracked or {})
     if cell.dir.exists():  # an interrupted or changed cell starts again from scratch
         shutil.rmtree(cell.dir)
     try:
         with runtime.limit_threads(spec["train"]["num_threads"]):
             summary = training.train(spec["model"], data=spec["data"]["train"], out=cell.dir,
-                                     model_config=spec["model_config"], **spec["train"])
+                                     model_config=spec["model_config"], **options)
             scores = evaluation.evaluate(cell.dir, data=[spec["data"]["test"]], out=cell.dir / "eval.json",
                                          n_solver_samples=spec["evaluate"]["solver_samples"],
                                          batch_size=spec["evaluate"]["batch_size"])
         scored = scores["datasets"][0]
+        training.tracking.log_scores(cell.dir, options, scored, step=summary["epochs"])
         record = _record(cell, "ok", rel_l2_mean=scored["rel_l2_mean"], rel_l2_std=scored["rel_l2_std"],
                          rel_l2_max=scored["rel_l2_max"], n_parameters=summary["n_parameters"],
                          train_seconds=summary["seconds"], epochs=summary["epochs"], train_loss=summary["train_loss"],
@@ -314,13 +319,18 @@ def run_sweep(
     workers: int | None = None,
     progress: bool = True,
     on_cell: Callable[[dict], None] | None = None,
+    logger: str | list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the cells of a sweep config that have not finished yet; gather the results table.
 
     ``cluster``/``workers`` override the config's ``cluster:`` section (see
     :func:`sciml.distributed.cluster_spec`); local with one worker runs the cells here, one
-    after the other. Returns ``{"out", "cells", "ran", "skipped", "failed": [(cell, error)], "where",
-    "summary"`` (:func:`summarise`) ``, "csv", "markdown", "plot"}``.
+    after the other. ``logger`` (``tensorboard``, ``mlflow``) adds experiment trackers to every cell,
+    as the ``logger`` training option does, without changing the cells' specs: TensorBoard in each
+    cell's folder (``tensorboard --logdir OUT/cells``), MLflow one run per cell in ``OUT/mlruns``
+    (or ``MLFLOW_TRACKING_URI``), experiment named after the sweep. Returns ``{"out", "cells", "ran",
+    "skipped", "failed": [(cell, error)], "where", "summary"`` (:func:`summarise`) ``, "csv",
+    "markdown", "plot"}``.
     """
     from .distributed import cluster_spec, dask_client
     from .distributed.cluster import check_can_submit
@@ -328,6 +338,7 @@ def run_sweep(
     plan = load_sweep(config, out)
     where = cluster_spec(cluster, workers, settings=plan.config.cluster)
     check_can_submit(where)  # before the data are generated
+    tracked = _tracked(plan, logger)
     plan.root.mkdir(parents=True, exist_ok=True)
     with output_lock(plan.root, "out"):  # one sweep at a time writes OUT
         todo = [c for c in plan.cells if not finished(c)]
@@ -349,11 +360,11 @@ def run_sweep(
                 pass
             elif where.in_process:
                 for cell in todo:
-                    done(run_cell(cell))
+                    done(run_cell(cell, tracked))
                     advance(last=f"last: {cell.name}")
             else:
                 with dask_client(spec=where) as client:
-                    for record in _on_dask(client, todo):
+                    for record in _on_dask(client, todo, tracked):
                         done(record)
                         advance(last=f"last: {record['cell']}")
         tables = gather(plan, records, plot=True)
@@ -361,18 +372,37 @@ def run_sweep(
                 "failed": failed, "where": where.describe(), "summary": summarise(list(records.values())), **tables}
 
 
-def _on_dask(client, todo: list[Cell]) -> Iterator[dict]:
+def _on_dask(client, todo: list[Cell], tracked: dict | None = None) -> Iterator[dict]:
     """Records of ``todo``, each cell an independent task, yielded as they finish."""
     from .distributed.cluster import finished_tasks, tasks_from
 
     stamp = time.time_ns()
-    for cell, future in finished_tasks(client, tasks_from(todo, lambda c: (c, run_cell, (c,), f"sweep-{c.name}-{stamp}"))):
+    for cell, future in finished_tasks(client, tasks_from(todo, lambda c: (c, run_cell, (c, tracked), f"sweep-{c.name}-{stamp}"))):
         try:
             record = future.result()
         except Exception as exc:  # the task never ran to its end: its worker died (KilledWorker), ...
             record = _record(cell, "failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
             write_record(cell, record)
         yield record
+
+
+def _tracked(plan: Plan, logger: str | list[str] | None) -> dict:
+    """The sweep's trackers: ``logger`` (checked to be installed, with those the config's train
+    options name) and one MLflow store and experiment for all the cells."""
+    from .training import tracking
+
+    names = tracking.parse_loggers(logger)
+    tracking.require([*names, *(n for c in plan.cells for n in tracking.parse_loggers(c.spec["train"].get("logger")))])
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (plan.root / "mlruns").resolve().as_uri()
+    return {"logger": list(names), "tracking_uri": uri, "experiment": plan.config.name}
+
+
+def _tracked_options(train: dict, tracked: dict) -> dict:
+    """A cell's training options with the sweep's trackers (the config's own MLflow settings win)."""
+    logger = tracked.get("logger") or train.get("logger")
+    if not logger:
+        return dict(train)
+    return {"tracking_uri": tracked.get("tracking_uri"), "experiment": tracked.get("experiment"), **train, "logger": logger}
 
 
 def _generate(plan: Plan, progress: bool) -> None:

@@ -18,6 +18,9 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells (finished or to run) and, for slurm/pbs, "
                                           "print the batch job script; run and submit nothing.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar of finished cells.")] = True,
+    logger: Annotated[Optional[list[str]], typer.Option(help="Experiment tracker of every cell: tensorboard (OUT/cells/CELL/"
+                                                              "tensorboard) or mlflow (one run per cell in OUT/mlruns); "
+                                                              "repeatable or a comma list; pip install 'sciml[tracking]'.")] = None,
 ) -> None:
     """Train and evaluate every (model, dataset, seed) cell as an independent task.
 
@@ -49,7 +52,7 @@ def sweep(
 
     try:
         with runtime.job_signals("raise"):  # SIGTERM/SIGUSR1: stop now; finished cells are stored already
-            result = sweeps.run_sweep(config, out=out, cluster=cluster, workers=workers, progress=progress)
+            result = sweeps.run_sweep(config, out=out, cluster=cluster, workers=workers, progress=progress, logger=logger)
     except (runtime.JobSignal, Preempted) as exc:
         name = exc.name if isinstance(exc, runtime.JobSignal) else "a job signal"
         again = f"sciml sweep {config}" + (f" --out {out}" if out is not None else "")

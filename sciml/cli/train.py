@@ -44,6 +44,9 @@ def train(
                                                         "the CPUs, 1 to 4; 0: read in this process).")] = None,
     cache_gb: Annotated[Optional[float], typer.Option(help="Hold the data in memory up to this many GiB, stream them "
                                                            "from the file beyond (default: a quarter of the memory).")] = None,
+    logger: Annotated[Optional[list[str]], typer.Option(help="Experiment tracker: tensorboard or mlflow (repeatable or a "
+                                                              "comma list; pip install 'sciml[tracking]'). Metrics per "
+                                                              "epoch, config, final numbers, figures.")] = None,
     nproc: Annotated[int, typer.Option(help="Train data-parallel (DDP) on N processes of this machine through torchrun; "
                                             "--batch-size stays the global batch.")] = 1,
 ) -> None:
@@ -62,18 +65,22 @@ def train(
     """
     from .. import training
     from ..config import load_yaml
-    from ..errors import SciMLError
+    from ..errors import ConfigError, SciMLError
 
     options = load_yaml(config) if config else {}
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": n_train, "device": device, "seed": seed,
              "pde": pde, "resolution": resolution, "steps": steps, "task": task, "points": points,
-             "precision": precision, "compile": compile_, "workers": workers, "cache_gb": cache_gb}
+             "precision": precision, "compile": compile_, "workers": workers, "cache_gb": cache_gb, "logger": logger}
     options.update({k: v for k, v in flags.items() if v is not None})
     options.update(parse_assignments(option, "--option"))
     if param:
         options["params"] = {**options.get("params", {}), **parse_assignments(param, "--param")}
     if set_:
         options["model_config"] = {**options.get("model_config", {}), **parse_assignments(set_, "--set")}
+    kind = logger and training.trainer_for(model if model is not None else options.get("model"), options.get("task")).kind
+    if kind and kind != "operator":
+        raise ConfigError(f"--logger logs operator training (fno, unet, ... and their presets); {kind} training does "
+                          "not send to TensorBoard/MLflow yet: drop --logger (the run's metrics.jsonl has its numbers)")
     ddp = training.ddp
     if nproc != 1:
         _check_nproc(nproc, device)

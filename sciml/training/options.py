@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from ..config import from_dict, to_dict
 from ..errors import ConfigError
+from .tracking import parse_loggers
 
 # Options that may differ when a run is resumed (they do not change the numbers).
 RUNTIME_KEYS = ("epochs", "device", "num_threads", "progress", "checkpoint_every", "figures", "workers", "cache_gb",
-                "compile")
+                "compile", "logger", "tracking_uri", "experiment")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class TrainOptions:
     precision: ``fp32``, or ``bf16``/``fp16`` autocast for the model's forward pass (spectral
         transforms and the loss stay in float32; fp16 scales the loss on CUDA).
     compile: ``torch.compile`` the model (a clear error where it cannot).
+    logger: experiment trackers, ``tensorboard`` and/or ``mlflow`` (a list or a comma list; none by
+        default): per-epoch metrics, the config, final numbers and figures (:mod:`sciml.training.tracking`).
+    tracking_uri, experiment: the MLflow store and experiment (default: ``MLFLOW_TRACKING_URI``, else
+        the local file store ``RUN/mlruns``; ``MLFLOW_EXPERIMENT_NAME``, else ``sciml``).
     """
 
     epochs: int = 100
@@ -78,6 +83,9 @@ class TrainOptions:
     workers: Optional[int] = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
+    logger: Union[tuple[str, ...], str] = ()
+    tracking_uri: Optional[str] = None
+    experiment: Optional[str] = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str, value: Any) -> None:
@@ -106,6 +114,7 @@ class TrainOptions:
         need(self.workers is None or (isinstance(self.workers, int) and self.workers >= 0),
              "'workers' must be an integer >= 0 (or null for automatic)", self.workers)
         need(self.precision in ("fp32", "bf16", "fp16"), "'precision' must be one of ['fp32', 'bf16', 'fp16']", self.precision)
+        object.__setattr__(self, "logger", parse_loggers(self.logger))  # "tensorboard,mlflow" -> a tuple of known names
 
     def replace(self, **changes: Any) -> "TrainOptions":
         return dataclasses.replace(self, **changes)
