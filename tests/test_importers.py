@@ -307,13 +307,13 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path):
 
 def test_bad_format_option_and_count_are_config_errors(tmp_path):
     scipy.io.savemat(tmp_path / "b.mat", {"a": field(2, 4), "u": field(2, 4)})
-    with pytest.raises(UnknownNameError, match="condiff, fno-mat, pdebench"):
+    with pytest.raises(UnknownNameError, match="condiff, fno-mat, neuralop, pdebench, the-well"):
         importers.convert("netcdf", tmp_path / "b.mat", tmp_path / "o.h5")
     with pytest.raises(ConfigError, match=r"'condiff' takes no option key_in \(--key-in\); it takes none"):
         importers.convert("condiff", tmp_path / "b.mat", tmp_path / "o.h5", key_in="a")
     with pytest.raises(ConfigError, match="n must be an integer from 1 to 2"):
         importers.convert("fno-mat", tmp_path / "b.mat", tmp_path / "o.h5", n=5)
-    assert sorted(importers.available()) == ["condiff", "fno-mat", "pdebench"]
+    assert sorted(importers.available()) == ["condiff", "fno-mat", "neuralop", "pdebench", "the-well"]
 
 
 def run_cli(args, capsys):

@@ -1,4 +1,4 @@
-"""``sciml import``: convert an FNO .mat, PDEBench or ConDiff file into a sciml dataset."""
+"""``sciml import``: convert an FNO .mat, PDEBench, ConDiff, neuraloperator .pt or The Well file into a sciml dataset."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import typer
 
 
 def import_(
-    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="Source format: fno-mat, pdebench or condiff.")] = "",
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="Source format: fno-mat, pdebench, condiff, neuralop or the-well.")] = "",
     file: Annotated[Optional[Path], typer.Argument(metavar="FILE", help="The file to convert.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output dataset file (.h5).")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Import only the first N samples.")] = None,
-    key_in: Annotated[Optional[str], typer.Option("--key-in", help="fno-mat: key of the input array (default coeff or a).")] = None,
-    key_out: Annotated[Optional[str], typer.Option("--key-out", help="fno-mat: key of the output array (default sol or u).")] = None,
-    pde: Annotated[Optional[str], typer.Option("--pde", help="fno-mat, pdebench: the pde name to record (default from the file).")] = None,
+    key_in: Annotated[Optional[str], typer.Option("--key-in", help="fno-mat, neuralop: key of the input array (default coeff or a; neuralop: x).")] = None,
+    key_out: Annotated[Optional[str], typer.Option("--key-out", help="fno-mat, neuralop: key of the output array (default sol or u; neuralop: y).")] = None,
+    pde: Annotated[Optional[str], typer.Option("--pde", help="fno-mat, pdebench, neuralop, the-well: the pde name to record (default from the file).")] = None,
     subsample: Annotated[Optional[int], typer.Option("--subsample", help="fno-mat, pdebench: keep every r-th grid point (421 -> 85 for r=5).")] = None,
+    time_axis: Annotated[Optional[str], typer.Option("--time-axis", help="neuralop: where an array's time axis is, after the samples: first, last or none (default: from the shapes).")] = None,
+    fields: Annotated[Optional[str], typer.Option("--fields", help="the-well: fields to import, comma-separated (default all).")] = None,
+    time: Annotated[Optional[str], typer.Option("--time", help="the-well: window of frames START:STOP (default all); the first is the input.")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32 or float64 (default: the source's precision).")] = None,
     allow_nonfinite: Annotated[bool, typer.Option("--allow-nonfinite", help="Import samples that hold NaN or Inf.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
@@ -39,6 +42,7 @@ def import_(
     path = importers.convert(
         fmt, file, out, n=n, dtype=dtype, allow_nonfinite=allow_nonfinite, overwrite=overwrite,
         progress=progress, key_in=key_in, key_out=key_out, pde=pde, subsample=subsample,
+        time_axis=time_axis, fields=fields, time=time,
     )
     print(f"wrote {path} (see `sciml info {path}`)")
 

@@ -16,7 +16,7 @@ from ...registry import Registry
 
 
 def _load_all() -> None:
-    from . import condiff, fno_mat, pdebench  # noqa: F401  (importing fills the registry)
+    from . import condiff, fno_mat, neuralop, pdebench, the_well  # noqa: F401  (importing fills the registry)
 
 
 IMPORTERS: Registry = Registry("import format", _load_all)

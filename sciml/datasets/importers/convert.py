@@ -96,7 +96,7 @@ def convert(
 
     Parameters
     ----------
-    fmt : ``fno-mat``, ``pdebench`` or ``condiff`` (see :func:`available`).
+    fmt : ``fno-mat``, ``pdebench``, ``condiff``, ``neuralop`` or ``the-well`` (see :func:`available`).
     path : the source file.
     out : the dataset file to write (written as ``out.partial``, renamed when complete).
     n : import only the first ``n`` samples (default all).
@@ -105,7 +105,8 @@ def convert(
     overwrite : replace an existing ``out``.
     progress : show a progress bar on stderr.
     options : format options (``key_in``, ``key_out``, ``pde``, ``subsample`` for ``fno-mat``;
-        ``pde``, ``subsample`` for ``pdebench``); ``None`` values are ignored.
+        ``pde``, ``subsample`` for ``pdebench``; ``key_in``, ``key_out``, ``pde``, ``time_axis`` for
+        ``neuralop``; ``pde``, ``fields``, ``time`` for ``the-well``); ``None`` values are ignored.
 
     Returns
     -------
