@@ -37,23 +37,70 @@ def as_numpy(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def as_field(a: np.ndarray) -> np.ndarray:
-    """First channel of one sample ``(C, *S)``: 1-D or 2-D (the middle slice of a 3-D field)."""
+def as_field(a: np.ndarray, cut: tuple[int, int] | None = None) -> np.ndarray:
+    """First channel of one sample ``(C, *S)``: 1-D or 2-D; of a 3-D field the plane ``cut``
+    ``(spatial axis, index)``, by default the middle of the last axis (:func:`plane`)."""
     f = a[0]
-    while f.ndim > 2:
-        f = f[..., f.shape[-1] // 2]
+    if f.ndim > 2:
+        axis, index = cut if cut is not None else (f.ndim - 1, f.shape[-1] // 2)
+        f = np.take(f, index, axis=axis)
     return f
 
 
+def plane(dims: Sequence[str], coords: dict, spec: str | None = None) -> tuple[int, int, str]:
+    """The plane of a 3-D grid to draw: ``(axis, index, label)``. ``spec`` ``AXIS=VALUE`` names an
+    axis and a coordinate value on it (the nearest grid point is drawn; values up to one spacing
+    beyond the outermost points are taken, so ``z=0`` is the first plane of a grid without its
+    boundary); None: the middle of the last axis. ``label`` reads ``z = 0.5 (index 6 of 0..12)``."""
+    from .errors import ConfigError
+
+    if spec is None:
+        axis = len(dims) - 1
+        index = len(np.asarray(coords[dims[axis]])) // 2
+    else:
+        name, _, value = spec.partition("=")
+        name = name.strip()
+        if name not in dims:
+            raise ConfigError(f"--slice {spec!r}: the axis must be one of {', '.join(dims)}, e.g. --slice {dims[-1]}=0.5")
+        try:
+            target = float(value)
+        except ValueError:
+            raise ConfigError(f"--slice {spec!r}: give AXIS=VALUE with a coordinate value, e.g. --slice {name}=0.5") from None
+        axis = list(dims).index(name)
+        points = np.asarray(coords[name], dtype=np.float64)
+        step = float(np.ptp(points)) / max(points.size - 1, 1)
+        if not points.min() - step <= target <= points.max() + step:
+            raise ConfigError(f"--slice {spec!r}: {name} runs from {points.min():.4g} to {points.max():.4g} on this "
+                              f"grid; give a value in that range")
+        index = int(np.argmin(np.abs(points - target)))
+    points = np.asarray(coords[dims[axis]])
+    return axis, index, f"{dims[axis]} = {float(points[index]):.4g} (index {index} of 0..{points.size - 1})"
+
+
 def show_field(fig, ax, f: np.ndarray, title: str, vmin=None, vmax=None, cmap="viridis") -> None:
-    ax.set_title(title, fontsize=9)
+    """A 1-D field as a line, a 2-D one as an image with its colour bar. A constant image (to 1e-12) gets
+    the scale ``value +- 1 %`` (``+- 0.5`` around 0), a colour bar whose one tick is the value and
+    "constant VALUE" in its title, rather than matplotlib's default range around the value."""
     if f.ndim == 1:
+        ax.set_title(title, fontsize=9)
         ax.plot(np.linspace(0, 1, f.size), f, lw=1)
         return
+    lo = np.nanmin(f) if vmin is None else vmin
+    hi = np.nanmax(f) if vmax is None else vmax
+    # constant up to rounding (|pred - truth| of a prediction off by a constant varies in the 17th digit)
+    constant = bool(np.isfinite(lo) and np.isfinite(hi) and hi - lo <= 1e-12 * max(abs(lo), abs(hi)))
+    if constant:
+        value = float(lo + hi) / 2
+        half = 0.01 * abs(value) or 0.5
+        vmin, vmax = value - half, value + half
+        title = f"{title}: constant {value:.4g}"
+    ax.set_title(title, fontsize=9)
     im = ax.imshow(f.T, origin="lower", extent=(0, 1, 0, 1), vmin=vmin, vmax=vmax, cmap=cmap)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.colorbar(im, ax=ax, shrink=0.85)
+    bar = fig.colorbar(im, ax=ax, shrink=0.85)
+    if constant:
+        bar.set_ticks([value], labels=[f"{value:.4g}"])
 
 
 def plot_samples(inputs, truth, pred, path: str | Path, n: int = 3,
@@ -81,6 +128,9 @@ def plot_samples(inputs, truth, pred, path: str | Path, n: int = 3,
             show_field(fig, axes[i, 1], fy, names[1], lo, hi)
             show_field(fig, axes[i, 2], fp, names[2], lo, hi)
         show_field(fig, axes[i, 3], np.abs(fp - fy), names[3], cmap="magma")
+    if x[0, 0].ndim == 3:
+        size = x.shape[-1]
+        fig.suptitle(f"3-D fields: the middle plane of the last axis (index {size // 2} of 0..{size - 1})", fontsize=10)
     return save(fig, path)
 
 

@@ -192,3 +192,86 @@ def test_resume_of_a_finished_generation_says_so_and_exits_0(tmp_path, capsys):
     assert_one_line_error(code, err, "dtype 'float32' there, 'float64' now; low 3.0 there, 4.0 now")
     code, _, err = run_cli(args, capsys)   # without --resume an existing file is still refused
     assert_one_line_error(code, err, f"{out} exists; choose another --out or pass --overwrite")
+
+
+# ------------------------------------------------------------------ item 7: figures say what they show
+
+
+@pytest.fixture(scope="module")
+def poisson3d_file(tmp_path_factory):
+    from sciml import datasets
+
+    return datasets.generate("poisson3d", n=2, resolution=12, seed=0, progress=False,
+                             out=tmp_path_factory.mktemp("p3") / "p3.h5")
+
+
+def _drawn(monkeypatch, **kwargs):
+    """Run plot_dataset and hand back the figure it would have saved."""
+    import sciml.evaluation.plots as dataset_plots
+
+    seen = []
+    monkeypatch.setattr(dataset_plots, "save", lambda fig, out: seen.append(fig) or Path(out))
+    dataset_plots.plot_dataset(**kwargs)
+    return seen[0]
+
+
+def test_plot_of_a_3d_dataset_names_and_draws_the_plane_asked_for(poisson3d_file, monkeypatch, tmp_path, capsys):
+    import numpy as np
+
+    from sciml import datasets
+
+    ds = datasets.open(poisson3d_file)
+    mask, u, z = ds["mask"].values, ds["u"].values, ds["z"].values
+    ds.close()
+    # default: the middle of the last axis, z index 6 of 0..11 (z_i = (i + 1) / 13)
+    fig = _drawn(monkeypatch, path=poisson3d_file, out=tmp_path / "a.png", n=2)
+    assert fig._suptitle.get_text() == "poisson3d: p3.h5, plane z = 0.5385 (index 6 of 0..11); x across, y up"
+    assert fig.axes[1].get_title() == "u (sample 0)"   # axes: mask 0, u 0, mask 1, u 1, then the colour bars
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), u[0, :, :, 6].T, rtol=1e-6)
+    np.testing.assert_allclose(fig.axes[2].images[0].get_array(), mask[1, :, :, 6].T)
+    # --slice z=VALUE: the nearest plane; x=VALUE: a plane across x, the image holds (y, z)
+    fig = _drawn(monkeypatch, path=poisson3d_file, out=tmp_path / "b.png", n=1, cut="z=0.42")
+    assert "plane z = 0.3846 (index 4 of 0..11)" in fig._suptitle.get_text()
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), u[0, :, :, 4].T, rtol=1e-6)
+    fig = _drawn(monkeypatch, path=poisson3d_file, out=tmp_path / "c.png", n=1, cut="x=0")
+    assert fig._suptitle.get_text().endswith("plane x = 0.07692 (index 0 of 0..11); y across, z up")
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), u[0, 0, :, :].T, rtol=1e-6)
+    assert z.size == 12
+    # from the command line, and its mistakes in one line
+    monkeypatch.undo()
+    code, out, err = run_cli(["plot", poisson3d_file, "--slice", "z=0.5", "--out", tmp_path / "d.png"], capsys)
+    assert code == 0 and (tmp_path / "d.png").stat().st_size > 10_000, err
+    code, _, err = run_cli(["plot", poisson3d_file, "--slice", "w=0.5"], capsys)
+    assert_one_line_error(code, err, "--slice 'w=0.5': the axis must be one of x, y, z")
+    code, _, err = run_cli(["plot", poisson3d_file, "--slice", "z=1.5"], capsys)
+    assert_one_line_error(code, err, "z runs from 0.07692 to 0.9231 on this grid")
+    code, _, err = run_cli(["plot", poisson3d_file, "--slice", "z=top"], capsys)
+    assert_one_line_error(code, err, "give AXIS=VALUE with a coordinate value")
+
+
+def test_a_constant_plane_gets_a_readable_colour_scale(poisson3d_file, monkeypatch, tmp_path):
+    import numpy as np
+
+    from sciml import datasets
+
+    ds = datasets.open(poisson3d_file)
+    mask, z = ds["mask"].values[0], ds["z"].values
+    ds.close()
+    fluid = [k for k in range(z.size) if not mask[:, :, k].any()]   # planes that miss every obstacle
+    assert fluid, "sample 0 of seed 0 has all-fluid planes (measured: z index 1)"
+    fig = _drawn(monkeypatch, path=poisson3d_file, out=tmp_path / "a.png", n=1, cut=f"z={z[fluid[0]]}")
+    mask_axes = fig.axes[0]
+    bar_axes = mask_axes.images[0].colorbar.ax
+    assert mask_axes.get_title() == "mask (sample 0): constant 0"
+    assert mask_axes.images[0].get_clim() == (-0.5, 0.5)          # not matplotlib's -0.1..0.1
+    assert list(bar_axes.get_yticks()) == [0.0] and bar_axes.get_yticklabels()[0].get_text() == "0"
+    # away from 0: value +- 1 %; a field constant up to rounding counts as constant
+    from sciml.plots import figure, show_field
+
+    fig = figure(3, 3)
+    ax = fig.subplots()
+    show_field(fig, ax, np.full((4, 4), 2.5) + np.array([0, 2e-16, 0, 0]), "k")
+    assert ax.get_title() == "k: constant 2.5" and ax.images[0].get_clim() == pytest.approx((2.475, 2.525))
+    ax = fig.add_subplot(2, 2, 4)
+    show_field(fig, ax, np.arange(16.0).reshape(4, 4), "varying")
+    assert ax.get_title() == "varying" and ax.images[0].get_clim() == (0.0, 15.0)
