@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from sciml.datasets.format import open_dataset
+from sciml.datasets.importers import neuralop
 from test_cli import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -114,6 +115,20 @@ def test_neuralop_single_trajectory_and_named_keys(tmp_path, capsys):
         np.testing.assert_allclose(ds["t"].values, [1, 2, 3, 4])
         np.testing.assert_allclose(ds["x"].values, [0, 0.5, 1])  # unknown pde: nodes
     assert params["keys"]["u0"].startswith("vorticity")
+
+
+def test_neuralop_reads_memory_mapped_with_weights_only(tmp_path, capsys, monkeypatch):
+    calls = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(neuralop.torch, "load", spy)
+    save_pt(tmp_path / "darcy.pt", x=field(2, 3, 4), y=field(2, 3, 4))
+    imported(tmp_path, capsys, "neuralop", tmp_path / "darcy.pt")[0].close()
+    assert calls and all(c.get("weights_only") is True and c.get("mmap") is True for c in calls)
 
 
 def test_neuralop_refuses_a_pickled_payload_without_running_it(tmp_path, capsys):
