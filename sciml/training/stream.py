@@ -119,16 +119,18 @@ class FileSamples(Samples, torch.utils.data.Dataset):
         self.signature, self.coords, self.block = signature, coords, int(block)
         self._ds = None
         self._pid = None
+        self._direct = None
 
     def __len__(self) -> int:
         return self.stop - self.start
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_ds": None, "_pid": None}
+        return {**self.__dict__, "_ds": None, "_pid": None, "_direct": None}
 
     def _dataset(self):
         if self._ds is None or self._pid != os.getpid():
             self._ds, self._pid = open_dataset(self.path), os.getpid()
+            self._direct = _direct_reader(self._ds, self.path)
         return self._ds
 
     def read(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,11 +139,14 @@ class FileSamples(Samples, torch.utils.data.Dataset):
             raise IndexError(f"sample index out of range [0, {len(self)})")
         order = np.argsort(idx, kind="stable")
         ds = self._dataset()
-        inputs, outputs, dims = _layout(ds, self.path)
         sel = idx[order] + self.start  # increasing: HDF5 reads them in one pass
         with reading(self.path):
-            x = _stack(ds, inputs, dims, sel, self.path)
-            y = _stack(ds, outputs, dims, sel, self.path)
+            if self._direct is not None:
+                x, y = self._direct(sel)
+            else:
+                inputs, outputs, dims = _layout(ds, self.path)
+                x = _stack(ds, inputs, dims, sel, self.path)
+                y = _stack(ds, outputs, dims, sel, self.path)
         back = np.empty_like(order)
         back[order] = np.arange(order.size)
         return torch.from_numpy(np.ascontiguousarray(x[back])), torch.from_numpy(np.ascontiguousarray(y[back]))
@@ -155,6 +160,40 @@ class FileSamples(Samples, torch.utils.data.Dataset):
         if self._ds is not None:
             self._ds.close()
             self._ds = None
+
+
+def _direct_reader(ds, path: Path):
+    """A reader of sample rows straight from the HDF5 datasets (h5py), for files whose every input
+    and output variable is stored on ``(sample, *grid)`` with no encoding to decode, or None (then
+    the xarray path, which also transposes, stacks extra axes and interpolates staggered fields).
+    xarray's per-read indexing cost ~0.7 ms per sample; this path reads chunk by chunk."""
+    import h5py
+
+    inputs, outputs, dims = _layout(ds, path)
+    for name in (*inputs, *outputs):
+        var = ds[name]
+        if tuple(var.dims) != ("sample", *dims) or any(k in var.encoding for k in ("_FillValue", "scale_factor", "add_offset")):
+            return None
+        if "missing_value" in var.attrs:
+            return None
+    handle = h5py.File(path, "r")
+    sets = [[handle[name] for name in names] for names in (inputs, outputs)]
+    shape = tuple(int(ds.sizes[d]) for d in dims)
+
+    def read(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = [np.empty((sel.size, len(group), *shape), dtype=np.float32) for group in sets]
+        # runs of consecutive indices are one read each
+        cuts = np.flatnonzero(np.diff(sel) != 1) + 1
+        for run in np.split(np.arange(sel.size), cuts):
+            if not run.size:
+                continue
+            lo, hi = int(sel[run[0]]), int(sel[run[-1]]) + 1
+            for arr, group in zip(out, sets):
+                for c, dset in enumerate(group):
+                    arr[run[0]:run[-1] + 1, c] = dset[lo:hi]
+        return out[0], out[1]
+
+    return read
 
 
 def _sample_block(ds) -> int:

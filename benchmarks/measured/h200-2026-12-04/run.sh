@@ -10,9 +10,9 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . > $OUT/install.log 2>&1 || { cat $OUT/install.log; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $OUT/gpu.txt
 python3 -m sciml --version || exit 1
-timeout 280 python3 benchmarks/precond.py --out benchmarks/results/precond-full2 --methods pcg-amg,pcg-mg,nmg \
+timeout 150 python3 benchmarks/precond.py --out benchmarks/results/precond-full2 --methods pcg-amg,pcg-mg,nmg \
     --mg-sizes 512,1024 --sizes 512 --device cuda 2>&1 | tee $OUT/precond.log
 cp benchmarks/results/precond-full2/precond.md $OUT/nmg-precond-gpu.md
 cp benchmarks/results/precond-full2/precond.json $OUT/nmg-precond-gpu.json
-timeout 200 python3 benchmarks/memory.py --device cuda --skip memory --epochs 25 --out $OUT --work /tmp/memwork 2>&1 \
+timeout 100 python3 benchmarks/memory.py --device cuda --skip memory --epochs 10 --out $OUT --work /tmp/memwork 2>&1 \
     | tee $OUT/memory.log
