@@ -19,6 +19,34 @@ layout (4 + 6 + 4 convolutions, 16 filters, 3^3 kernels) it has 97,457 parameter
 about 97k); 6 + 10 + 6 gives their N = 128 model (152,881, about 153k). It is fully
 convolutional, so a network trained at one resolution runs at any other.
 
+The coefficient (``features``, default for new runs): the paper trains one network per scene,
+and a network that sees only the residual cannot tell where a coefficient jumps, so it cannot
+learn high-contrast diffusion (ConDiff at contrast 1e5) nor transfer across obstacle geometries.
+Here the network also gets, at every grid point, the ``3^d - 1`` off-diagonal entries of
+``Â = D^-1/2 A D^-1/2`` (:mod:`.stencil_features`: dimensionless, boundary and contrast aware),
+computed once per matrix and concatenated with the residual at every call; and (``jacobi``,
+default for new runs) it works on that scaled matrix, the one its features describe: the
+direction for residual ``r`` is ``p = D^-1/2 f(D^-1/2 r)``, which is exactly DCDM on
+``Â x̂ = D^-1/2 b`` (``x̂ = D^1/2 x``; A-inner products and line searches coincide), and
+training draws its vectors from ``Â``'s spectrum and takes the loss with ``Â``. Run directories
+written before these options existed load with both off and behave as they did.
+
+What the features buy, measured (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-04/dcdm.md``):
+
+* ConDiff variance 2.0 (contrast ~1e5), trained at 64^2: the residual-only network learns
+  nothing (training loss 1.00, no better than ``q = 0``; DCDM makes no progress); the feature
+  network reaches loss 0.05 and takes the residual down to 5e-2..2e-1, then stalls: the error
+  left lies in the ~50 lowest eigenmodes of ``Â`` (``D^1/2`` times piecewise-smooth functions),
+  along which its directions are nearly A-orthogonal to the error. PCG-IC(0) needs ~100
+  (64^2) and ~185 (128^2) iterations. Short trials at 24^2 that were not better: the network on
+  ``D^-1 r`` with outputs in ``x``, a stronger spectral bias (low fraction 0.05-0.15),
+  coefficient-weighted pooling, the black-box multigrid's operator-dependent transfers in
+  place of pooling. Longer training helps (at 24^2: stalled after 800 steps at lr 1e-3,
+  converged in 180 iterations after 2500).
+* 3-D obstacles, trained at 16^3 on 4 geometries: the mask channel already carries the whole
+  matrix there, and the features make transfer to larger grids worse (32^3: 36-46 iterations
+  against 14-15 without; 64^3: no convergence in 150 against 34).
+
 Choices of ours, stated: the residual enters the network scaled to unit RMS
 (``r * sqrt(N) / ||r||``; the paper scales to unit norm), which keeps the input's size the
 same when the grid is refined; an optional second input channel carries the fluid
@@ -43,13 +71,17 @@ from torch import nn
 
 from .. import runtime
 from ..config import from_dict, to_dict
-from ..errors import ConfigError, DataError
-from ..solvers.linear import SolveResult, register_run_method, relative_residual
-from ..runs import register_kind
+from ..datasets import system
+from ..errors import ConfigError, DataError, SciMLError
+from ..solvers.linear import SolveResult, is_symmetric, register_run_method, relative_residual, solve
+from ..runs import check_new, load_state, read_network, register_kind, save_network, write_metrics
 from ..training.api import register_trainer
 from .spectral_rhs import LOW_FRACTION, LOW_WEIGHT, SpectralRHS
+from .stencil_features import feature_count, matrix_features
 
 KIND = "dcdm"
+#: stagnation rule of :func:`solve_with_fallback`: the best residual must fall DROP-fold every PATIENCE iterations
+PATIENCE, DROP = 10, 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +101,13 @@ class DCDMConfig:
         grows a level when the grid doubles, which is what keeps the iteration count flat.
     coarse : convolutions before and after pooling on the shared intermediate levels (2).
     coarsest : largest points per axis of the coarsest level when ``levels`` is None (4).
+    features : feed the ``3^d - 1`` scaled-stencil features of the matrix (8 in 2-D, 26 in 3-D)
+        as further input channels (True; runs saved without the key load with False).
+    jacobi : the network works on ``D^-1/2 A D^-1/2``: directions ``D^-1/2 f(D^-1/2 r)``, trained on
+        the scaled matrix (True; runs saved without the key load with False).
+    memory : previous search directions each new one is A-orthogonalised against when solving
+        (``None``, the default for new runs: all of them; 2 is the paper's and what runs saved
+        without the key load with; see :func:`dcdm_solve`).
     """
 
     dim: int = 2
@@ -81,6 +120,12 @@ class DCDMConfig:
     levels: Optional[int] = None
     coarse: int = 2
     coarsest: int = 4
+    features: bool = True
+    jacobi: bool = True
+    memory: Optional[int] = None
+
+    #: values of the keys added after the first runs were saved, for run directories without them
+    LEGACY = {"features": False, "jacobi": False, "memory": 2}
 
     def __post_init__(self):
         if self.dim not in (2, 3):
@@ -89,12 +134,19 @@ class DCDMConfig:
             raise ConfigError(f"DCDM width must be >= 1 and kernel odd, got {self.width}, {self.kernel}")
         if self.levels is not None and self.levels < 1:
             raise ConfigError(f"DCDM levels must be >= 1 or null (automatic), got {self.levels}")
+        if self.memory is not None and self.memory < 0:
+            raise ConfigError(f"DCDM memory must be >= 0 or null (all previous directions), got {self.memory}")
         if self.coarsest < 1:
             raise ConfigError(f"DCDM coarsest must be >= 1, got {self.coarsest}")
         for name in ("pre", "mid", "post", "coarse"):
             v = getattr(self, name)
             if v < 0 or v % 2:
                 raise ConfigError(f"DCDM {name} must be an even number >= 0 (convolutions come in residual pairs), got {v}")
+
+    @property
+    def in_channels(self) -> int:
+        """Residual, then the fluid mask (``mask_channel``), then the features (``features``)."""
+        return 1 + int(self.mask_channel) + (feature_count(self.dim) if self.features else 0)
 
 
 def _onednn_conv(base: type) -> type:
@@ -134,14 +186,15 @@ class _Pairs(nn.Module):
 
 
 class DCDMNet(nn.Module):
-    """``(B, 1, *S)`` residual (+ optional ``(B, 1, *S)`` fluid mask) -> ``(B, 1, *S)`` direction."""
+    """``(B, 1, *S)`` residual, ``(B, 1, *S)`` fluid mask (``mask_channel``) and ``(B, 3^d - 1, *S)``
+    coefficient features (``features``) -> ``(B, 1, *S)`` direction (zero where the mask is)."""
 
     def __init__(self, config: DCDMConfig | None = None):
         super().__init__()
         self.config = config = config or DCDMConfig()
         conv = _Conv2d if config.dim == 2 else _Conv3d
         w, k = config.width, config.kernel
-        self.first = conv(2 if config.mask_channel else 1, w, k, padding=k // 2)
+        self.first = conv(config.in_channels, w, k, padding=k // 2)
         self.pre = _Pairs(conv, w, k, config.pre)
         self.mid = _Pairs(conv, w, k, config.mid)
         self.post = _Pairs(conv, w, k, config.post)
@@ -171,8 +224,17 @@ class DCDMNet(nn.Module):
         c = F.interpolate(c, scale_factor=2, mode="nearest")
         return c[(...,) + tuple(slice(0, s) for s in h.shape[2:])] + h
 
-    def forward(self, r: torch.Tensor, fluid: torch.Tensor | None = None) -> torch.Tensor:
-        x = torch.cat([r, fluid], 1) if self.config.mask_channel else r
+    def forward(self, r: torch.Tensor, fluid: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [r]
+        if self.config.mask_channel:
+            parts.append(fluid if fluid is not None else torch.ones_like(r))
+        if self.config.features:
+            if features is None or features.shape[1] != feature_count(self.config.dim):
+                raise DataError(f"this DCDM network takes the matrix's {feature_count(self.config.dim)} stencil-feature "
+                                f"channels (sciml.learned.stencil_features.matrix_features); got "
+                                f"{None if features is None else tuple(features.shape)}")
+            parts.append(features.expand(r.shape[0], *features.shape[1:]))
+        x = torch.cat(parts, 1) if len(parts) > 1 else r
         h = self.pre(self.first(x))
         q = self.out(self.post(self._down_up(h, self.n_levels(r.shape[2:]))))
         return q if fluid is None else q * fluid
@@ -223,30 +285,78 @@ def dcdm_loss(At: torch.Tensor, b: torch.Tensor, q: torch.Tensor) -> torch.Tenso
 # ----------------------------------------------------------------------------- solving
 
 
-class Direction:
-    """The network as a map from a float64 residual ``(N,)`` to a search direction ``(N,)``."""
+def jacobi_scale(A: sp.spmatrix) -> np.ndarray:
+    """``D^-1/2`` as a vector ``(N,)``: ``1 / sqrt(A_ii)`` where the diagonal is positive, else 1."""
+    d = sp.csr_matrix(A).diagonal()
+    return np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), 1.0)
 
-    def __init__(self, net: DCDMNet, shape: tuple[int, ...], fluid: np.ndarray, device: str = "cpu"):
+
+def network_matrix(A: sp.spmatrix, config: DCDMConfig) -> sp.csr_matrix:
+    """The matrix the network inverts: ``D^-1/2 A D^-1/2`` with ``jacobi``, else ``A``."""
+    A = sp.csr_matrix(A)
+    if not config.jacobi:
+        return A
+    s = sp.diags(jacobi_scale(A))
+    return sp.csr_matrix(s @ A @ s)
+
+
+class Direction:
+    """The network as a map from a float64 residual ``(N,)`` to a search direction ``(N,)``.
+
+    ``p = s f(s r)`` with ``s = D^-1/2`` (``scale``; ``None``: ``p = f(r)``), the network's input
+    scaled to unit RMS; ``features`` ``(3^d - 1, *shape)`` are the matrix's, fixed for the whole solve.
+    :meth:`for_matrix` builds all of it from ``A`` and the network's config.
+    """
+
+    def __init__(self, net: DCDMNet, shape: tuple[int, ...], fluid: np.ndarray, device: str = "cpu",
+                 features: torch.Tensor | None = None, scale: np.ndarray | None = None):
         self.net, self.shape, self.device = net.to(device).eval(), shape, device
         self.fluid_np = fluid.astype(np.float64)
         self.fluid = torch.from_numpy(fluid.reshape(1, 1, *shape).astype(np.float32)).to(device)
+        self.features = None if features is None else features.reshape(1, -1, *shape).to(device=device, dtype=torch.float32)
+        self.scale = scale
         self.n = int(np.prod(shape))
+
+    @classmethod
+    def for_matrix(cls, net: DCDMNet, A: sp.spmatrix, device: str = "cpu") -> "Direction":
+        """Set-up for one matrix: grid shape, fluid rows, features (once) and the Jacobi scale."""
+        A = sp.csr_matrix(A)
+        shape = grid_shape(A.shape[0], net.config.dim)
+        features = matrix_features(A, shape, torch.float32, device) if net.config.features else None
+        return cls(net, shape, fluid_rows(A), device, features, jacobi_scale(A) if net.config.jacobi else None)
 
     @torch.no_grad()
     def __call__(self, r: np.ndarray) -> np.ndarray:
+        if self.scale is not None:
+            r = r * self.scale
         nr = np.linalg.norm(r)
         x = torch.from_numpy((r * (np.sqrt(self.n) / nr)).astype(np.float32).reshape(1, 1, *self.shape)).to(self.device)
-        q = self.net(x, self.fluid).reshape(-1).double().cpu().numpy()
-        return q * self.fluid_np
+        q = self.net(x, self.fluid, self.features).reshape(-1).double().cpu().numpy()
+        q = q * self.fluid_np
+        return q if self.scale is None else q * self.scale
+
+
+def stalled(history, patience: int = PATIENCE, drop: float = DROP) -> bool:
+    """True when the best relative residual of the last ``patience`` iterations is not ``drop``
+    times below the best one before them (the residual norm of a conjugate-direction method is not
+    monotone, so the best values are compared)."""
+    if len(history) <= patience:
+        return False
+    return min(history[-patience:]) * drop > min(history[:-patience])
 
 
 def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxiter: int | None = None,
-               x0: np.ndarray | None = None, memory: int = 2) -> SolveResult:
+               x0: np.ndarray | None = None, memory: int | None = 2, stop=None) -> SolveResult:
     """Conjugate-direction iteration with the network's directions.
 
-    Each step takes ``q = f(r)``, A-orthogonalises it against the last ``memory`` (2) search
-    directions, moves ``x`` by the exact line search along the result and recomputes the true
-    residual ``r = b - A x``. Stops at ``||r|| <= tol ||b||``; ``maxiter`` defaults to 500.
+    Each step takes ``q = f(r)``, A-orthogonalises it against the last ``memory`` (2; ``None``:
+    all) search directions, moves ``x`` by the exact line search along the result and recomputes
+    the true residual ``r = b - A x``. With every previous direction kept, ``x`` minimises the
+    A-norm of the error over the span of all directions so far (a flexible CG with full
+    orthogonalisation), so a direction that misses the error's slow part cannot undo earlier
+    progress; with 2 (the paper's) that holds only for a fixed linear SPD ``f``. Stops at
+    ``||r|| <= tol ||b||``, after ``maxiter`` (500) steps, when a direction breaks down
+    (``p.Ap <= 0`` or not finite) or when ``stop(history)`` (relative residuals so far) says so.
     """
     t0 = time.perf_counter()
     maxiter = 500 if maxiter is None else maxiter
@@ -259,7 +369,7 @@ def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxi
     history = [np.linalg.norm(r) / nb]
     dirs: list[tuple[np.ndarray, np.ndarray, float]] = []  # (p, A p, p.Ap)
     it = 0
-    while history[-1] > tol and it < maxiter:
+    while history[-1] > tol and it < maxiter and not (stop is not None and stop(history)):
         p = direction(r)
         for pj, Apj, pAp in dirs:
             p = p - (p @ Apj) / pAp * pj
@@ -269,12 +379,45 @@ def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxi
             break  # the direction vanished or A is not SPD on it: report non-convergence
         x = x + (p @ r) / pAp * p
         r = b - A @ x
-        dirs = (dirs + [(p, Ap, pAp)])[-memory:] if memory > 0 else []
+        dirs.append((p, Ap, pAp))
+        if memory is not None:
+            dirs = dirs[len(dirs) - memory:] if memory > 0 else []
         it += 1
         history.append(np.linalg.norm(r) / nb)
     res = relative_residual(A, x, b)
     history[-1] = res
     return SolveResult(x, bool(res <= tol), it, np.asarray(history), 0.0, time.perf_counter() - t0, "dcdm")
+
+
+def solve_with_fallback(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxiter: int | None = None,
+                        x0: np.ndarray | None = None, memory: int | None = 2, patience: int = PATIENCE,
+                        drop: float = DROP, fallback: str = "pcg-ic") -> tuple[SolveResult, Optional[int]]:
+    """DCDM that hands over when it stops helping: ``(result, hand-over iteration or None)``.
+
+    The network's iteration runs while its best residual keeps falling ``drop``-fold per
+    ``patience`` iterations (:func:`stalled`; the neural multigrid's rule, with a window fit for a
+    method whose residual is not monotone); when it does not, or a direction breaks down, or its
+    ``maxiter`` (500) steps are spent unconverged, ``fallback`` (PCG-IC(0), or CG where IC(0)
+    breaks down) continues from the current iterate, with what is left of ``maxiter`` when one
+    was given (else its own default). The result counts the iterations of both, its residual
+    history joins them and a note names the iteration of the hand-over.
+    """
+    first = dcdm_solve(A, b, direction, tol, maxiter, x0, memory, stop=lambda h: stalled(h, patience, drop))
+    at = first.iterations
+    rest_iter = None if maxiter is None else maxiter - at
+    if first.converged or rest_iter == 0:
+        return first, None
+    why = (f"its best residual fell less than {drop:g}x over {patience} iterations" if stalled(list(first.residuals), patience, drop)
+           else "a direction broke down" if at < (500 if maxiter is None else maxiter) else f"its {at} iterations were spent")
+    try:
+        rest = solve(A, b, method=fallback, tol=tol, maxiter=rest_iter, x0=first.x)
+    except SciMLError:  # IC(0) breaks down on some SPD matrices: plain CG always applies
+        fallback = "cg"
+        rest = solve(A, b, method=fallback, tol=tol, maxiter=rest_iter, x0=first.x)
+    note = (f"the network stopped helping at iteration {at} ({why}, relative residual {first.residuals[-1]:.2g}); "
+            f"{fallback} finished the solve from its iterate in {rest.iterations} iterations")
+    return SolveResult(rest.x, rest.converged, at + rest.iterations, np.concatenate([first.residuals[:-1], rest.residuals]),
+                       0.0, first.solve_time + rest.setup_time + rest.solve_time, "dcdm", (note,) + tuple(rest.notes)), at
 
 
 # ----------------------------------------------------------------------------- runs
@@ -292,6 +435,8 @@ class DCDMTrainOptions:
     lr : Adam learning rate, cosine-annealed to 1 % over the steps.
     degree : Chebyshev degree of the spectral filter.
     val_vectors : fixed validation vectors per system (the loss is logged every ``log_every`` steps).
+    max_seconds : stop after this many seconds of training (the steps done are recorded); the
+        cosine schedule then runs on whichever of steps and seconds is further along.
     """
 
     pde: str = "poisson"
@@ -309,6 +454,7 @@ class DCDMTrainOptions:
     low_weight: float = LOW_WEIGHT
     val_vectors: int = 20
     log_every: int = 50
+    max_seconds: Optional[float] = None
     device: str = "auto"
     num_threads: int | None = None
 
@@ -324,21 +470,26 @@ class DCDMTrainOptions:
             raise ConfigError("steps, batch_size, n_systems and log_every must be >= 1 and lr > 0")
 
 
-def _training_systems(opts: DCDMTrainOptions):
-    """``(A, grid shape, fluid rows, vector generator)`` of each training matrix."""
-    from ..datasets import system
-    from ..solvers.linear import is_symmetric
-
+def _training_matrices(opts: DCDMTrainOptions) -> list[tuple[sp.csr_matrix, tuple[int, ...]]]:
+    """``(A, grid shape)`` of each training matrix."""
     out = []
     for i in range(opts.n_systems):
         A, _, info = system(opts.pde, resolution=opts.resolution, seed=opts.seed, index=i, **opts.params)
         A = sp.csr_matrix(A)
         if not is_symmetric(A):
             raise ConfigError(f"DCDM needs a symmetric positive definite matrix; {opts.pde} is not symmetric")
-        fluid = fluid_rows(A)
-        out.append((A, tuple(info["shape"]), fluid, SpectralRHS(A, opts.low_fraction, opts.low_weight, opts.degree,
-                                                                mask=fluid, seed=opts.seed + i)))
+        out.append((A, tuple(info["shape"])))
     return out
+
+
+def _training_system(A: sp.csr_matrix, shape, i: int, opts: DCDMTrainOptions, config: DCDMConfig, device):
+    """``(network matrix as torch CSR, shape, fluid, features or None, vector generator, validation vectors)``."""
+    fluid = fluid_rows(A)
+    M = network_matrix(A, config)
+    gen = SpectralRHS(M, opts.low_fraction, opts.low_weight, opts.degree, mask=fluid, seed=opts.seed + i)
+    val = torch.from_numpy(gen.draw(opts.val_vectors, np.random.default_rng([opts.seed, 99])).astype(np.float32)).to(device)
+    features = matrix_features(A, shape, torch.float32, device)[None] if config.features else None
+    return (_torch_sparse(M, device), shape, torch.from_numpy(fluid.astype(np.float32)).to(device), features, gen, val)
 
 
 def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progress: bool = True, **options) -> dict:
@@ -346,13 +497,11 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
 
     Returns ``{"run_dir", "steps", "train_loss", "val_loss", "parameters", "seconds"}``.
     """
-    from ..runs import check_new, save_network, write_metrics
-
     out = check_new(out)
     opts = from_dict(DCDMTrainOptions, options, "DCDM training options")
     device = runtime.device(opts.device)
-    systems = _training_systems(opts)
-    dim = len(systems[0][1])
+    matrices = _training_matrices(opts)
+    dim = len(matrices[0][1])
     if config is None or isinstance(config, dict):
         config = from_dict(DCDMConfig, {"dim": dim, **(config or {})}, "DCDM network config")
     if config.dim != dim:
@@ -361,55 +510,84 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
         torch.manual_seed(opts.seed)
         net = DCDMNet(config).to(device)
         rng = np.random.default_rng([opts.seed, 2023])
-        prepared = []
-        for A, shape, fluid, gen in systems:
-            val = torch.from_numpy(gen.draw(opts.val_vectors, np.random.default_rng([opts.seed, 99])).astype(np.float32)).to(device)
-            prepared.append((_torch_sparse(A, device), shape, torch.from_numpy(fluid.astype(np.float32)).to(device), gen, val))
+        prepared = [_training_system(A, shape, i, opts, config, device) for i, (A, shape) in enumerate(matrices)]
         optimiser = torch.optim.Adam(net.parameters(), lr=opts.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, opts.steps, eta_min=opts.lr * 0.01)
+        done = opts.steps
         rows: list[dict] = []
         t0 = time.perf_counter()
         running = []
         with runtime.progress(opts.steps, "dcdm", enabled=progress, text="loss {task.fields[loss]}",
                               fields={"loss": "-"}) as advance:
             for step in range(1, opts.steps + 1):
-                At, shape, fluid, gen, _ = prepared[(step - 1) % len(prepared)]
-                b = torch.from_numpy(gen.draw(opts.batch_size, rng).astype(np.float32)).to(device)
-                q = _apply(net, b, shape, fluid)
+                At, shape, fluid, features, gen, _ = prepared[(step - 1) % len(prepared)]
+                b = _draw(gen, At, opts.batch_size, rng, device)
+                q = _apply(net, b, shape, fluid, features)
                 loss = dcdm_loss(At, b, q)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                schedule.step()
+                if opts.max_seconds is None:
+                    schedule.step()
+                else:  # cosine in whichever of steps and seconds is further along
+                    f = min(1.0, max(step / opts.steps, (time.perf_counter() - t0) / opts.max_seconds))
+                    optimiser.param_groups[0]["lr"] = opts.lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * f)))
                 if not torch.isfinite(loss):
                     raise DataError(f"DCDM training diverged at step {step} (loss {loss.item()}); lower lr")
                 running.append(loss.item())
-                if step % opts.log_every == 0 or step == opts.steps:
+                out_of_time = opts.max_seconds is not None and time.perf_counter() - t0 >= opts.max_seconds
+                if step % opts.log_every == 0 or step == opts.steps or out_of_time:
                     val = _val_loss(net, prepared)
                     rows.append({"step": step, "train_loss": float(np.mean(running)), "val_loss": val,
                                  "lr": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
                     running = []
                     write_metrics(out, rows)
                 advance(loss=f"{loss.item():.3g}")
-        meta = {"train": to_dict(opts), "parameters": parameter_count(net), "steps": opts.steps,
+                if out_of_time:
+                    done = step
+                    break
+        meta = {"train": to_dict(opts), "parameters": parameter_count(net), "steps": done,
                 "val_loss": rows[-1]["val_loss"], "seconds": time.perf_counter() - t0}
         save_network(out, KIND, to_dict(config), net, extra=meta)
-    return {"run_dir": str(out), "steps": opts.steps, "train_loss": rows[-1]["train_loss"],
+    return {"run_dir": str(out), "steps": done, "train_loss": rows[-1]["train_loss"],
             "val_loss": rows[-1]["val_loss"], "parameters": meta["parameters"], "seconds": meta["seconds"]}
 
 
-def _apply(net: DCDMNet, b: torch.Tensor, shape, fluid: torch.Tensor) -> torch.Tensor:
+def _draw(gen: SpectralRHS, At: torch.Tensor, k: int, rng: np.random.Generator, device) -> torch.Tensor:
+    """``gen.draw(k, rng)`` as float32 on ``device``; on a GPU the Chebyshev filter runs there on the
+    network matrix ``At`` (same noise, same recurrence as :meth:`SpectralRHS.filter`), since at 32^3
+    the host's 80 sparse products per batch took longer than the network's step."""
+    if torch.device(device).type == "cpu":
+        return torch.from_numpy(gen.draw(k, rng).astype(np.float32))
+    W = rng.standard_normal((gen.A.shape[0], k))
+    if gen.mask is not None:
+        W[~gen.mask] = 0.0
+    W = torch.from_numpy(W.astype(np.float32)).to(device)
+    scale, shift = 2.0 / (gen.hi - gen.lo), (gen.hi + gen.lo) / (gen.hi - gen.lo)
+    t_prev, t_cur = W, scale * _spmm(At, W) - shift * W
+    acc = gen.coef[0] * t_prev + gen.coef[1] * t_cur
+    for c in gen.coef[2:]:
+        t_prev, t_cur = t_cur, 2 * (scale * _spmm(At, t_cur) - shift * t_cur) - t_prev
+        acc = acc + float(c) * t_cur
+    V = W + (gen.weight - 1.0) * acc
+    if gen.mask is not None:
+        V = V * torch.from_numpy(gen.mask.astype(np.float32)).to(device)[:, None]
+    return V / V.norm(dim=0, keepdim=True)
+
+
+def _apply(net: DCDMNet, b: torch.Tensor, shape, fluid: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
     """Network directions ``(N, B)`` for unit columns ``b`` ``(N, B)`` (inputs scaled to unit RMS)."""
     n, k = b.shape
     x = (b * (n**0.5)).T.reshape(k, 1, *shape)
     m = fluid.reshape(1, 1, *shape).expand(k, 1, *shape)
-    return net(x, m).reshape(k, n).T
+    return net(x, m, features).reshape(k, n).T
 
 
 @torch.no_grad()
 def _val_loss(net, prepared) -> float:
     net.eval()
-    v = float(np.mean([dcdm_loss(At, val, _apply(net, val, shape, fluid)).item() for At, shape, fluid, _, val in prepared]))
+    v = float(np.mean([dcdm_loss(At, val, _apply(net, val, shape, fluid, features)).item()
+                       for At, shape, fluid, features, _, val in prepared]))
     net.train()
     return v
 
@@ -418,11 +596,10 @@ _CACHE: dict[str, tuple[DCDMNet, dict]] = {}
 
 
 def load_dcdm(run_dir: str | Path) -> tuple[DCDMNet, dict]:
-    """The trained network (eval mode, CPU) and the run's metadata."""
-    from ..runs import load_state, read_network
-
+    """The trained network (eval mode, CPU) and the run's metadata (keys a run predates take
+    :attr:`DCDMConfig.LEGACY`, so an old run behaves as it was trained)."""
     state, meta = read_network(run_dir, KIND)
-    config = from_dict(DCDMConfig, meta["config"], f"{run_dir} dcdm config")
+    config = from_dict(DCDMConfig, {**DCDMConfig.LEGACY, **meta["config"]}, f"{run_dir} dcdm config")
     return load_state(DCDMNet(config), state, run_dir), meta
 
 
@@ -437,11 +614,10 @@ def solve_with_run(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | Non
     if key not in _CACHE:
         _CACHE[key] = load_dcdm(run)
     net, _ = _CACHE[key]
-    shape = grid_shape(A.shape[0], net.config.dim)
     # the network runs on the GPU when there is one; the iteration's vectors stay in float64 on the CPU
-    direction = Direction(net, shape, fluid_rows(A), device=runtime.device("auto"))
+    direction = Direction.for_matrix(net, A, device=runtime.device("auto"))
     setup = time.perf_counter() - t0
-    result = dcdm_solve(A, b, direction, tol=tol, maxiter=maxiter, x0=x0)
+    result, _ = solve_with_fallback(A, b, direction, tol=tol, maxiter=maxiter, x0=x0, memory=net.config.memory)
     return dataclasses.replace(result, setup_time=setup, method=f"dcdm:{run}")
 
 
