@@ -53,6 +53,24 @@ def test_gp_tol_zero_runs_the_fixed_budget(capsys):
     assert_one_line_error(code, err, "--gp-tol is an option of the methods gp and gp-stm")
 
 
+def test_gp_1d_runs_on_one_thread_and_gives_the_others_back():
+    """On a busy 2-core machine the default 2 threads made the 328-step default run > 150 s, one
+    thread 18 s (the 400 x 400 dense algebra gains nothing from a second)."""
+    import torch
+
+    from sciml.meshfree import get_problem
+    from sciml.meshfree.gp import gp_solve
+
+    before, seen = torch.get_num_threads(), []
+    torch.set_num_threads(2)
+    try:
+        gp_solve(get_problem("poisson1d-sin100"), iterations=2, eval_every=1,
+                 progress=lambda step, loss, err: seen.append(torch.get_num_threads()))
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------- item 3: FNO modes on a coarse grid
 
 

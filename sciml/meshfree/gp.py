@@ -98,6 +98,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import time
 from typing import Callable, Optional, Sequence
@@ -641,6 +642,20 @@ class GPHM(torch.nn.Module):
         return out.reshape(-1)
 
 
+def _one_thread_in_1d(fn: Callable) -> Callable:
+    """Run a 1-D solve on one torch thread: its ``n x n`` (400-900) dense algebra gains nothing from
+    a second one, and on a busy 2-core machine each call then waits for a core. Measured,
+    poisson1d-sin100 (328 steps) under load ~6: 1 thread 18 s, the default 2 threads > 150 s."""
+
+    @functools.wraps(fn)
+    def run(problem, *args, **kwargs):
+        with runtime.limit_threads(1 if getattr(problem, "dim", None) == 1 else None):
+            return fn(problem, *args, **kwargs)
+
+    return run
+
+
+@_one_thread_in_1d
 def gp_solve(problem: Problem, kernel: str = "gm", n_col: Optional[int] = None, iterations: Optional[int] = None,
              lr: float = 1e-2, components: int = 30, llk_weight: Optional[float] = None, eval_every: int = 100,
              seed: int = 0, jitter: float = 1e-6, whiten: bool = False, reduction: str = "auto",
