@@ -74,14 +74,20 @@ def test_gp_1d_runs_on_one_thread_and_gives_the_others_back():
 # ------------------------------------------------------------- item 3: FNO modes on a coarse grid
 
 
-def test_fno_modes_too_fine_for_the_grid_names_the_option_that_works(darcy16, tmp_path, capsys):
+@pytest.mark.parametrize("model, message, small", [
+    ("fno", "resolution 16 along x is too small for modes 12: need >= 24 grid points; train with --set modes=[8,8]",
+     ["width=4", "projection=4"]),
+    ("mgno", "resolution 16 along x is too small for levels=6: need >= 32 points per axis (2**(levels-1)); "
+             "train with --set levels=5", ["channels=4"]),
+])
+def test_a_default_too_fine_for_the_grid_names_the_option_that_works(model, message, small, darcy16, tmp_path, capsys):
     train, _ = darcy16
-    code, _, err = run_cli(["train", "fno", "--data", train, "--out", tmp_path / "a", "--epochs", "1"], capsys)
-    assert_one_line_error(code, err, "resolution 16 along x is too small for modes 12: need >= 24 grid points; "
-                                     "train with --set modes=[8,8]")
-    advice = re.search(r"--set (modes=\[[0-9,]+\])", err).group(1)
-    code, out, err = run_cli(["train", "fno", "--data", train, "--out", tmp_path / "b", "--epochs", "1",
-                              "--set", advice, "--set", "width=4", "--set", "projection=4"], capsys)
+    code, _, err = run_cli(["train", model, "--data", train, "--out", tmp_path / "a", "--epochs", "1"], capsys)
+    assert_one_line_error(code, err, message)
+    advice = re.search(r"--set (\S+)", err).group(1)
+    sets = [arg for item in small for arg in ("--set", item)]
+    code, out, err = run_cli(["train", model, "--data", train, "--out", tmp_path / "b", "--epochs", "1",
+                              "--set", advice, *sets], capsys)
     assert code == 0, err
     assert "1 epochs" in out
 

@@ -238,7 +238,7 @@ def test_too_small_grid_raises_naming_the_minimum_size():
         model(torch.zeros(1, 1, 40, 16))
     assert str(info.value) == (
         "resolution 16 along y is too small for levels=6: need >= 32 points per axis (2**(levels-1)); "
-        "use levels <= 5 or finer data"
+        "train with --set levels=5 (at most 5 levels fit) or use finer data"
     )
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
     assert MgNOConfig(levels=6).min_size == 32

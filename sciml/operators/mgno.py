@@ -112,7 +112,8 @@ def check_resolution(sizes: tuple[int, ...], levels: int) -> None:
     for axis, n in enumerate(sizes):
         if n < need:
             # the most levels that fit: 2**(L-1) <= n
-            fix = f"use levels <= {n.bit_length()} or finer data" if n >= 1 else "use finer data"
+            fix = (f"train with --set levels={n.bit_length()} (at most {n.bit_length()} levels fit) or use finer data"
+                   if n >= 1 else "use finer data")
             raise ModelError(
                 f"resolution {n} along {_AXES[axis]} is too small for levels={levels}: need >= {need} points "
                 f"per axis (2**(levels-1)); {fix}"
