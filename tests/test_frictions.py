@@ -78,7 +78,7 @@ def test_gp_1d_runs_on_one_thread_and_gives_the_others_back():
     ("fno", "resolution 16 along x is too small for modes 12: need >= 24 grid points; train with --set modes=[8,8]",
      ["width=4", "projection=4"]),
     ("mgno", "resolution 16 along x is too small for levels=6: need >= 32 points per axis (2**(levels-1)); "
-             "train with --set levels=5", ["channels=4"]),
+             "train with --set levels=5", ["channels=4", "n_layers=1"]),
 ])
 def test_a_default_too_fine_for_the_grid_names_the_option_that_works(model, message, small, darcy16, tmp_path, capsys):
     train, _ = darcy16
