@@ -83,8 +83,9 @@ def run(problem, method: str, quick: bool, device: str) -> dict:
                 nyquist = min(n_col / (2.0 * (hi - lo)) for lo, hi in zip(problem.lower, problem.upper))
                 extra["freq_scale"] = min(problem.freq_scale, nyquist)
                 extra.update(options)
+        # loss_tol=0: the paper's fixed step budget (the CLI's default stops once the loss has converged)
         r = gp_solve(problem, kernel="gm" if method == "gp" else "stm", iterations=iterations, n_col=n_col,
-                     device=device, eval_every=max(1, min(100, (iterations or problem.iterations) // 10)), **extra)
+                     loss_tol=0, device=device, eval_every=max(1, min(100, (iterations or problem.iterations) // 10)), **extra)
         cg = int(r.cg_iterations)
     return {"problem": problem.name, "method": method, "steps": int(r.iterations),
             "n_col": int(n_col or problem.n_col), "rel_l2": float(r.rel_l2), "min_rel_l2": float(r.min_rel_l2),
