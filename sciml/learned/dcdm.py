@@ -537,7 +537,7 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
         net = DCDMNet(config).to(device)
         if opts.init is not None:
             start, _ = load_dcdm(opts.init)
-            if start.config != config:
+            if dataclasses.replace(start.config, memory=config.memory) != config:  # memory is a solve setting
                 raise ConfigError(f"init run {opts.init} has network config {start.config}, not {config}")
             net.load_state_dict(start.state_dict())
         rng = np.random.default_rng([opts.seed, 2023])
