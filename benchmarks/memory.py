@@ -234,12 +234,28 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="folder for the data files (default: a temporary one)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs of the precision trainings (default 2 quick, "
                     "20 on a CPU, 100 on a GPU)")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="measure `sciml evaluate` again on the runs left in --work and update --out/memory.json")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: memory,throughput,precision")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     work = args.work or Path(tempfile.mkdtemp(prefix="sciml-memory-"))
     work.mkdir(parents=True, exist_ok=True)
     q = args.quick
+    if args.evaluate_only:
+        result = json.loads((args.out / "memory.json").read_text())
+        for row in result["memory"]:
+            if row["evaluate_peak_mib"] is None:
+                continue
+            run = work / f"run_{row['samples']}_0"
+            data = work / f"synthetic_{row['samples']}_{row['size']}.h5"
+            row["evaluate_peak_mib"], row["evaluate_s"] = peak_memory(
+                [*SCIML, "evaluate", str(run), "--data", str(data), "--solver-samples", "0", "--no-progress"])
+            print(f"  {row['samples']} samples: evaluate {row['evaluate_peak_mib']:.0f} MiB", flush=True)
+        rs = [r for r in result["memory"] if r["evaluate_peak_mib"]]
+        result["memory_ratios"]["evaluate"] = rs[1]["evaluate_peak_mib"] / rs[0]["evaluate_peak_mib"]
+        write(args.out, result)
+        return
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     result = {"quick": q, "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                       "memory_gib": psutil.virtual_memory().total / 2**30, "device": gpu,

@@ -267,15 +267,42 @@ def iterate(samples: Samples, batches: Sequence[torch.Tensor], workers: int | No
         return
     workers = default_workers() if workers is None else int(workers)
     if workers <= 0 or len(batches) <= 1:
-        for idx in batches:
-            yield samples.read(idx)
-        return
-    loader = torch.utils.data.DataLoader(
-        samples, batch_size=None, sampler=list(batches), num_workers=min(workers, len(batches)),
-        prefetch_factor=prefetch, persistent_workers=False,
-        generator=torch.Generator(),  # its own seed draw: the global RNG (dropout, ...) is left alone
-    )
-    yield from loader
+        source = (samples.read(idx) for idx in batches)
+    else:
+        source = torch.utils.data.DataLoader(
+            samples, batch_size=None, sampler=list(batches), num_workers=min(workers, len(batches)),
+            prefetch_factor=prefetch, persistent_workers=False,
+            generator=torch.Generator(),  # its own seed draw: the global RNG (dropout, ...) is left alone
+        )
+    for k, item in enumerate(source, 1):
+        yield item
+        if k % TRIM_EVERY == 0:
+            release_freed_memory()
+
+
+#: batches between two :func:`release_freed_memory` calls in a streamed pass
+TRIM_EVERY = 32
+_LIBC: list = []
+
+
+def release_freed_memory() -> None:
+    """Give the heap memory freed by past batches back to the system (glibc's ``malloc_trim``).
+
+    glibc raises its mmap threshold after the first large frees, so later batch-sized tensors come
+    from the heap; freed, they stay mapped and a long streamed pass grows without bound (measured:
+    ``sciml evaluate`` over 20,000 samples at 128^2 reached 13 GB, all of it returned by one
+    ``malloc_trim``). A no-op where the C library has no ``malloc_trim``."""
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.append(libc.malloc_trim)
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0](0)
 
 
 def ranges(n: int, batch_size: int, start: int = 0, stop: int | None = None) -> list[torch.Tensor]:
