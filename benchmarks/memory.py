@@ -260,8 +260,12 @@ def main() -> None:
     result = {"quick": q, "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                       "memory_gib": psutil.virtual_memory().total / 2**30, "device": gpu,
                                       "torch": torch.__version__, "python": platform.python_version()}}
+    # a skipped part keeps its previous result in --out (so parts can be re-measured one at a time)
+    previous = json.loads((args.out / "memory.json").read_text()) if (args.out / "memory.json").exists() else {}
+    previous = previous if previous.get("quick") == q and previous.get("machine", {}).get("device") == gpu else {}
     print("memory", flush=True)
-    result["memory"] = [] if "memory" in skip else memory(work, 200 if q else 2000, 32 if q else 128, args.device)
+    result["memory"] = previous.get("memory", []) if "memory" in skip else memory(
+        work, 200 if q else 2000, 32 if q else 128, args.device)
     ratios = {}
     for path in ("before (cached)", "after (streamed)"):
         rs = [r for r in result["memory"] if r["path"] == path]
@@ -271,9 +275,9 @@ def main() -> None:
                 ratios["evaluate"] = rs[1]["evaluate_peak_mib"] / rs[0]["evaluate_peak_mib"]
     result["memory_ratios"] = ratios
     print("throughput", flush=True)
-    result["throughput"] = {} if "throughput" in skip else throughput(work, 100 if q else 1000, args.device, 3 if q else 10)
+    result["throughput"] = previous.get("throughput", {}) if "throughput" in skip else throughput(work, 100 if q else 1000, args.device, 3 if q else 10)
     print("precision", flush=True)
-    result["precision"] = [] if "precision" in skip else precision(
+    result["precision"] = previous.get("precision", []) if "precision" in skip else precision(
         work, 100 if q else 1000, 20 if q else 100, 32 if q else 64,
         args.epochs or (2 if q else (20 if args.device == "cpu" else 100)), args.device)
     write(args.out, result)

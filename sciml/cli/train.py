@@ -40,8 +40,8 @@ def train(
     precision: Annotated[Optional[str], typer.Option(help="fp32 (default), bf16 or fp16: autocast the model's forward pass "
                                                           "(spectral transforms and the loss stay in float32).")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Loader processes when the data are streamed (default: half "
-                                                        "the CPUs, 1 to 4; 0: read in this process).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Loader processes when the data are streamed (default: a "
+                                                        "quarter of the CPUs, at most 4; 0: read in this process).")] = None,
     cache_gb: Annotated[Optional[float], typer.Option(help="Hold the data in memory up to this many GiB, stream them "
                                                            "from the file beyond (default: a quarter of the memory).")] = None,
     logger: Annotated[Optional[list[str]], typer.Option(help="Experiment tracker: tensorboard or mlflow (repeatable or a "

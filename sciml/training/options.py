@@ -48,8 +48,8 @@ class TrainOptions:
     cache_gb: hold the training (and test) samples in memory when their float32 tensors take at most
         this many GiB, else stream them from the file batch by batch (default: a quarter of the
         machine's memory, shared by its data-parallel processes). The result is the same either way.
-    workers: loader processes reading batches ahead when streaming (default: half the CPUs, 1 to 4;
-        0 reads in the training process).
+    workers: loader processes reading batches ahead when streaming (default: a quarter of the CPUs, at
+        most 4, and none on a machine of 2 CPUs or fewer; 0 reads in the training process).
     precision: ``fp32``, or ``bf16``/``fp16`` autocast for the model's forward pass (spectral
         transforms and the loss stay in float32; fp16 scales the loss on CUDA).
     compile: ``torch.compile`` the model (a clear error where it cannot).

@@ -54,8 +54,11 @@ def cache_budget(cache_gb: float | None, processes: int = 1) -> int:
 
 
 def default_workers() -> int:
-    """Loader worker processes when streaming: half the CPUs, 1 to 4."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+    """Loader worker processes when streaming: a quarter of the CPUs, at most 4; none (read in the
+    training process) on a machine of 2 CPUs or fewer, where a worker only takes a core from the
+    training step (reading a batch costs ~1 % of a CPU step there; see benchmarks/memory.py)."""
+    cpus = os.cpu_count() or 2
+    return 0 if cpus <= 2 else max(1, min(4, cpus // 4))
 
 
 class Samples:
