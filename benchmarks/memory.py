@@ -36,7 +36,7 @@ import numpy as np
 import psutil
 import torch
 
-from sciml import datasets
+from sciml import datasets, runs
 from sciml.datasets.format import DatasetWriter
 
 
@@ -159,7 +159,7 @@ def throughput(root: Path, n: int, device: str, steps: int) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             result = train("fno", data=data, out=Path(tmp) / "r", epochs=2, batch_size=20, cache_gb=cache,
                            device=device, progress=False, figures=False)
-            rows = __import__("sciml").runs.read_metrics(Path(tmp) / "r")
+            rows = runs.read_metrics(Path(tmp) / "r")
             epoch[label] = rows[-1]["seconds"]  # the second epoch (the first warms up)
             epoch[label + "_loss"] = result["train_loss"]
     return {"samples": n, "size": 85, "batch": 20, "workers": workers, "loader_samples_per_s": loader_rate,
@@ -184,7 +184,7 @@ def precision(root: Path, n_train: int, n_test: int, s: int, epochs: int, device
                 result = train(model, data=tr, test_data=te, out=Path(tmp) / "r", epochs=epochs, batch_size=20,
                                precision=prec, device=device, progress=False, figures=False, model_config=config,
                                scheduler="cosine")
-                metrics = __import__("sciml").runs.read_metrics(Path(tmp) / "r")
+                metrics = runs.read_metrics(Path(tmp) / "r")
             step_ms = 1e3 * statistics.median(r["seconds"] for r in metrics[1:] or metrics) / -(-n_train // 20)
             rows.append({"model": model, "precision": prec, "epochs": epochs, "test_rel_l2": result["test_loss"],
                          "step_ms": step_ms, "train_s": result["seconds"]})

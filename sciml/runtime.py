@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
+import threading
 from types import ModuleType
 
 _MODULE: ModuleType | None = None
@@ -148,8 +150,7 @@ def device(name=None):
 
 #: the signals a batch system sends before it stops a job: SIGTERM (SLURM/PBS at the time limit,
 #: or ``scancel``) and SIGUSR1 (``sbatch --signal=USR1@120``: a warning ahead of the limit)
-JOB_SIGNALS = tuple(getattr(__import__("signal"), name) for name in ("SIGTERM", "SIGUSR1")
-                    if hasattr(__import__("signal"), name))
+JOB_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
 
 class JobSignal(KeyboardInterrupt):
@@ -157,8 +158,6 @@ class JobSignal(KeyboardInterrupt):
     ``KeyboardInterrupt`` path flushes and keeps what is done), and says which signal came."""
 
     def __init__(self, signum: int):
-        import signal
-
         self.signum = int(signum)
         self.name = signal.Signals(signum).name
         super().__init__(f"stopped by {self.name}")
@@ -170,8 +169,6 @@ class _SignalState:
 
     @property
     def name(self) -> str | None:
-        import signal
-
         return None if self.signum is None else signal.Signals(self.signum).name
 
 
@@ -184,9 +181,6 @@ def job_signals(mode: str = "flag"):
     for the work to stop at its next safe point; ``raise``: raise :class:`JobSignal` at once, like
     Ctrl-C. A ``flag`` block inside another shares its state (a signal that came before it counts).
     Outside the main thread (where Python cannot set handlers) nothing is installed."""
-    import signal
-    import threading
-
     if _SIGNAL_STATES and mode == "flag" and _SIGNAL_STATES[-1][0] == "flag":
         yield _SIGNAL_STATES[-1][1]
         return

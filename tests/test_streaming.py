@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sciml import datasets
+from sciml import datasets, runs
 from sciml.errors import ConfigError, ModelError
 from sciml.training import stream, train
 from sciml.training.data import load_grid_data
@@ -114,7 +114,7 @@ def test_streamed_training_gives_bit_identical_weights(data, cached_run, tmp_pat
     for k in a:
         assert torch.equal(a[k], b[k]), k
     rows = lambda r: [{k: v for k, v in row.items() if k != "seconds"} for row in  # noqa: E731
-                      __import__("sciml").runs.read_metrics(r)]
+                      runs.read_metrics(r)]
     assert rows(out) == rows(cached_run)
     assert result["n_train"] == 30
 
@@ -144,9 +144,7 @@ def test_evaluate_streams_and_scores_as_the_cached_path(data, cached_run, monkey
 def test_bf16_training_runs_and_stays_near_fp32(data, cached_run, tmp_path):
     result = train("fno", data=data[0], test_data=data[1], out=tmp_path / "bf16", model_config=TINY_FNO, epochs=3,
                    batch_size=8, val_fraction=0.2, seed=4, progress=False, figures=False, precision="bf16")
-    import sciml
-
-    fp32 = sciml.runs.read_metrics(cached_run)[-1]["test_loss"]
+    fp32 = runs.read_metrics(cached_run)[-1]["test_loss"]
     assert np.isfinite(result["test_loss"])
     assert abs(result["test_loss"] - fp32) < 0.1 * fp32  # same training, lower precision forward pass
     assert result["test_loss"] != fp32  # autocast really ran in bf16

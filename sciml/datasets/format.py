@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..runtime import JOB_SIGNALS
 
 FORMAT_VERSION = 1
 REQUIRED_ATTRS = ("sciml_format", "pde", "inputs", "outputs", "params", "seed", "grid")
@@ -218,8 +219,6 @@ class DatasetWriter:
 def _sigint_deferred():
     """Hold SIGINT (Ctrl-C) and the job signals (SIGTERM, SIGUSR1) off for the block; deliver the
     first that came after it, to the handler that was in place (KeyboardInterrupt for Ctrl-C)."""
-    from ..runtime import JOB_SIGNALS
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

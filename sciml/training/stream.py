@@ -18,16 +18,21 @@ and then the samples within windows of a few blocks, so a batch touches few chun
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import h5py
 import numpy as np
 import torch
 
 from ..datasets.format import open_dataset, reading
+from ..errors import DataError
 from .data import DatasetSignature, GridData, _count, _layout, _signature, _stack, load_grid_data
 from .normalisers import DataNormaliser, normaliser_class
 
@@ -61,7 +66,7 @@ def default_workers() -> int:
     return 0 if cpus <= 2 else max(1, min(4, cpus // 4))
 
 
-class Samples:
+class Samples(ABC):
     """A range of a dataset's samples; ``read(idx)`` gives ``(x, y)`` float32 in the order of ``idx``."""
 
     signature: DatasetSignature
@@ -69,14 +74,14 @@ class Samples:
     coords: dict
     block: int = 1  # samples per HDF5 chunk along the sample axis
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
-    def read(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+    @abstractmethod
+    def read(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def subset(self, start: int, stop: int) -> "Samples":
-        raise NotImplementedError
+    @abstractmethod
+    def subset(self, start: int, stop: int) -> "Samples": ...
 
     @property
     def cached(self) -> bool:
@@ -170,8 +175,6 @@ def _direct_reader(ds, path: Path):
     and output variable is stored on ``(sample, *grid)`` with no encoding to decode, or None (then
     the xarray path, which also transposes, stacks extra axes and interpolates staggered fields).
     xarray's per-read indexing cost ~0.7 ms per sample; this path reads chunk by chunk."""
-    import h5py
-
     inputs, outputs, dims = _layout(ds, path)
     for name in (*inputs, *outputs):
         var = ds[name]
@@ -296,9 +299,6 @@ def release_freed_memory() -> None:
     ``sciml evaluate`` over 20,000 samples at 128^2 reached 13 GB, all of it returned by one
     ``malloc_trim``). A no-op where the C library has no ``malloc_trim``."""
     if not _LIBC:
-        import ctypes
-        import ctypes.util
-
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             _LIBC.append(libc.malloc_trim)
@@ -343,8 +343,6 @@ class _Moments:
         self.count = total
 
     def std(self) -> torch.Tensor:
-        from ..errors import DataError
-
         if self.count < 2:
             raise DataError(f"cannot fit a normaliser on {self.count} value(s); use at least 2 training samples")
         return torch.sqrt(self.m2 / (self.count - 1))
@@ -365,8 +363,6 @@ def fit_normaliser(kind: str, samples: Samples | GridData, workers: int | None =
             dims = (0,) if kind == "pointwise" else tuple(d for d in range(t.dim()) if d != 1)
             st.add(t, dims)
     if stats[0].mean is None:
-        from ..errors import DataError
-
         raise DataError("cannot fit a normaliser on 0 samples; use at least 2 training samples")
     parts = [cls(st.mean.float(), st.std().float()) for st in stats]
     return DataNormaliser(*parts)
