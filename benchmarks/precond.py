@@ -76,13 +76,15 @@ CLASSICAL = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg"]
 #: learned solver is compared with the structured multigrid on the same hardware
 SAME_DEVICE = ("pcg-mg",)
 #: methods run at every size of the protocol's mg_sizes (the rest at sizes)
-MG_METHODS = ("pcg-amg", "pcg-mg", "nmg")
+MG_METHODS = ("pcg-amg", "pcg-mg", "nmg", "nmg2")
 NET_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NEURAL = ["fcg", "fgmres", "hints", "nmg"]
+NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2"]
+#: the neural multigrid variants: learned stages per smoothing side (``NMGConfig.stages``)
+NMG_STAGES = {"nmg": 1, "nmg2": 2}
 NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
 LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "pcg-mg": "PCG-MG",
           "fcg": "FCG+net", "fgmres": "FGMRES+net", "hints": "HINTS (GS+net)",
-          "nmg": "NMG (PCG)"}
+          "nmg": "NMG (PCG)", "nmg2": "NMG, 2 stages"}
 FAMILIES = {
     "darcy": {"pde": "darcy", "params": {}, "offset": 2},
     "condiff-low": {"pde": "condiff", "params": {"variance": 0.1}, "offset": 0},
@@ -106,17 +108,17 @@ def training_data(family: str, protocol: dict, out: Path) -> Path:
     return data
 
 
-def train_nmg_run(family: str, protocol: dict, out: Path, device: str) -> dict:
-    steps = protocol["nmg_steps"]
-    run_dir = out / "runs" / f"{family}-nmg-{protocol['n_train']}x{steps}"
+def train_nmg_run(family: str, protocol: dict, out: Path, device: str, variant: str = "nmg") -> dict:
+    steps, stages = protocol["nmg_steps"], NMG_STAGES[variant]
+    run_dir = out / "runs" / f"{family}-{variant}-{protocol['n_train']}x{steps}"
     if (run_dir / "run.json").exists():
         meta = json.loads((run_dir / "run.json").read_text())
         print(f"{family}: reusing {run_dir}", flush=True)
         return {"run_dir": str(run_dir), "val_factor": meta.get("val_factor"), "seconds": meta.get("seconds"),
                 "classical_factor": meta.get("classical_factor"), "parameters": meta.get("parameters"), "reused": True}
     data = training_data(family, protocol, out)
-    print(f"{family}: training the neural multigrid smoother ({steps} steps) ...", flush=True)
-    r = nmg.train_nmg(data, run_dir, progress=False, steps=steps, device=device)
+    print(f"{family}: training the neural multigrid smoother ({stages} stage(s), {steps} steps) ...", flush=True)
+    r = nmg.train_nmg(data, run_dir, config={"stages": stages}, progress=False, steps=steps, device=device)
     print(f"{family}: trained in {r['seconds']:.0f} s, cycle factor {r['val_factor']:.3f} held out "
           f"(classical {r['classical_factor']:.3f})", flush=True)
     return {"run_dir": r["run_dir"], "val_factor": r["val_factor"], "seconds": r["seconds"],
@@ -158,18 +160,39 @@ def cycle_costs(A, run_dir: str) -> dict:
     and the neural one's (:func:`sciml.learned.nmg.cycle_cost`)."""
     mg = mgm.Multigrid(mgm.stencils([A]))
     net = nmg.load_nmg(run_dir)[0]
-    return nmg.cycle_cost(mg, net.config.kernel ** net.config.dim)
+    return nmg.cycle_cost(mg, net.config.kernel ** net.config.dim, net.config.stages)
+
+
+#: classical sweeps per side of the "smoothing limit" rows: PCG with V(nu, nu) on the same hierarchy
+LIMIT_SWEEPS = (2, 4, 8)
+
+
+def smoothing_limit(A, b, n: int) -> dict:
+    """What more classical smoothing alone buys: PCG iterations with the classical V(nu, nu)
+    cycle on the same hierarchy (nu = 2, 4, 8 sweeps per side), and the energy-norm convergence
+    factors of V(1, 1) and V(8, 8) (:func:`sciml.learned.nmg.convergence_factor`). If 8x the
+    sweeps does not reach the 0.6x iteration target, the error left is what the coarse space
+    (the interpolation) misses, which more smoothing removes only slowly."""
+    b = torch.from_numpy(np.asarray(b, dtype=np.float64)).reshape(1, n, n).to(NET_DEVICE)
+    its, factors = {}, {}
+    for nu in (1,) + LIMIT_SWEEPS:
+        mg = mgm.Multigrid(mgm.stencils([A], (n, n), NET_DEVICE), presmooth=nu)
+        if nu > 1:
+            its[str(nu)] = int(mg.solve(b, TOL, 200).iterations[0])
+        if nu in (1, LIMIT_SWEEPS[-1]):
+            factors[str(nu)] = float(nmg.convergence_factor(mg, cycles=16)[0])
+    return {"iterations": its, "factors": factors}
 
 
 def bench_family(family: str, protocol: dict, args, out: Path) -> tuple[list[dict], dict]:
     spec = FAMILIES[family]
     methods = [m for m in CLASSICAL + NEURAL if m in args.methods]
     run = train_run(family, args.model, protocol, out, args.device) if set(NETWORK) & set(methods) else {}
-    nmg_run = train_nmg_run(family, protocol, out, args.device) if "nmg" in methods else {}
-    runs = {"network": run, "nmg": nmg_run}
+    runs = {"network": run, **{v: train_nmg_run(family, protocol, out, args.device, v) if v in methods else {}
+                               for v in NMG_STAGES}}
 
     def method_name(m: str) -> str:
-        return m if m in CLASSICAL else f"{m}:{(nmg_run if m == 'nmg' else run)['run_dir']}"
+        return m if m in CLASSICAL else f"nmg:{runs[m]['run_dir']}" if m in NMG_STAGES else f"{m}:{run['run_dir']}"
 
     # warm-up: imports, the network's load and torch's first calls stay out of the table
     A, b, _ = datasets.system(spec["pde"], resolution=16 + spec["offset"], seed=1, **spec["params"])
@@ -183,40 +206,74 @@ def bench_family(family: str, protocol: dict, args, out: Path) -> tuple[list[dic
             if n not in (protocol["mg_sizes"] if m in MG_METHODS else protocol["sizes"]):
                 continue
             row = {"family": family, "n": n, "unknowns": n * n, "method": m, **solve_row(A, b, method_name(m))}
-            if m == "nmg":
-                row["cost"] = cycle_costs(A, nmg_run["run_dir"])
+            if m in NMG_STAGES:
+                row["cost"] = cycle_costs(A, runs[m]["run_dir"])
+                if not any(r["n"] == n and "limit" in r for r in rows):
+                    row["limit"] = smoothing_limit(A, b, n)
+                with torch.no_grad():
+                    cycle = nmg.NeuralMultigrid(mgm.Multigrid(mgm.stencils([A], (n, n), NET_DEVICE)),
+                                                nmg.load_nmg(runs[m]["run_dir"])[0].to(NET_DEVICE))
+                    row["factor"] = float(nmg.convergence_factor(cycle, cycles=16)[0])
             rows.append(row)
             print(f"{family} {n}^2 {LABELS[m]:>15}: {row['iterations']:6d} it {row['total_s']:8.3f} s"
                   f"{'' if row['converged'] else '  NOT CONVERGED'}{'  (fell back)' if row['fell_back'] else ''}", flush=True)
     return rows, runs
 
 
-def nmg_verdicts(get: dict, sizes: list[int]) -> list[str]:
-    """The neural multigrid against PCG-MG (same hierarchy and sweeps) and PCG-AMG."""
-    sizes = [n for n in sizes if (n, "nmg") in get and (n, "pcg-mg") in get]
+def nmg_verdicts(get: dict, sizes: list[int], key: str = "nmg") -> list[str]:
+    """The neural multigrid variant ``key`` against PCG-MG (same hierarchy and sweeps) and PCG-AMG."""
+    sizes = [n for n in sizes if (n, key) in get and (n, "pcg-mg") in get]
     if not sizes:
         return []
-    its = [get[(n, "nmg")]["iterations"] for n in sizes]
+    name = LABELS[key]
+    its = [get[(n, key)]["iterations"] for n in sizes]
     mg_its = [get[(n, "pcg-mg")]["iterations"] for n in sizes]
     ratios = [a / b for a, b in zip(its, mg_its)]
     big = [i for i, n in enumerate(sizes) if n >= 128]
     growth = [its[j] / its[i] for i, j in zip(big[:-1], big[1:])]
-    fell = [n for n in sizes if get[(n, "nmg")]["fell_back"] or not get[(n, "nmg")]["converged"]]
-    cost = get[(sizes[-1], "nmg")]["cost"]
-    lines = [f"- NMG: iterations {' / '.join(map(str, its))} vs PCG-MG {' / '.join(map(str, mg_its))} at "
+    fell = [n for n in sizes if get[(n, key)]["fell_back"] or not get[(n, key)]["converged"]]
+    cost = get[(sizes[-1], key)]["cost"]
+    lines = [f"- {name}: iterations {' / '.join(map(str, its))} vs PCG-MG {' / '.join(map(str, mg_its))} at "
              f"{' / '.join(f'{n}^2' for n in sizes)}: ratio {', '.join(f'{r:.2f}' for r in ratios)} "
              f"(target <= 0.6 at every size: {'met' if max(ratios) <= 0.6 else 'NOT met'})",
-             f"- NMG iteration growth per doubling from 128^2: {', '.join(f'{g:.2f}' for g in growth) or '-'} "
+             f"- {name}: iteration growth per doubling from 128^2: {', '.join(f'{g:.2f}' for g in growth) or '-'} "
              f"(target <= 1.15: {'met' if growth and max(growth) <= 1.15 else ('NOT met' if growth else 'n/a')}); "
              f"fallback taken: {', '.join(f'{n}^2' for n in fell) if fell else 'never'}",
-             f"- one application at {sizes[-1]}^2, in finest-grid stencil applications: NMG {cost['neural']:.1f}, "
+             f"- {name}: one application at {sizes[-1]}^2, in finest-grid stencil applications {cost['neural']:.1f}, "
              f"classical V-cycle {cost['classical']:.1f} ({cost['neural'] / cost['classical']:.2f}x per application, "
              f"{cost['neural'] * its[-1] / (cost['classical'] * mg_its[-1]):.2f}x per solve)",
-             f"- NMG wall time / PCG-MG ({NET_DEVICE}): "
-             + ", ".join(f"{get[(n, 'nmg')]['total_s'] / get[(n, 'pcg-mg')]['total_s']:.2f}x" for n in sizes)
-             + (("; / PCG-AMG (pyamg, CPU): " + ", ".join(f"{get[(n, 'nmg')]['total_s'] / get[(n, 'pcg-amg')]['total_s']:.2f}x"
+             f"- {name}: wall time / PCG-MG ({NET_DEVICE}): "
+             + ", ".join(f"{get[(n, key)]['total_s'] / get[(n, 'pcg-mg')]['total_s']:.2f}x" for n in sizes)
+             + (("; / PCG-AMG (pyamg, CPU): " + ", ".join(f"{get[(n, key)]['total_s'] / get[(n, 'pcg-amg')]['total_s']:.2f}x"
                                                           for n in sizes if (n, "pcg-amg") in get))
                 if any((n, "pcg-amg") in get for n in sizes) else "")]
+    return lines
+
+
+def limit_table(get: dict, sizes: list[int]) -> list[str]:
+    """PCG with more classical sweeps against the neural variants, and what the 0.6x target allows."""
+    limits = {n: next((r["limit"] for (m, r) in ((m, get.get((n, m))) for m in NMG_STAGES) if r and "limit" in r), None)
+              for n in sizes}
+    sizes = [n for n in sizes if limits[n] is not None and (n, "pcg-mg") in get]
+    if not sizes:
+        return []
+    variants = [m for m in NMG_STAGES if all((n, m) in get for n in sizes)]
+    lines = ["", "The smoothing limit: PCG iterations with the classical V(nu,nu) cycle on the same hierarchy (nu "
+             "Gauss-Seidel sweeps per side) against the neural cycles (1 sweep per side and the learned steps), the "
+             "iterations the 0.6x target allows, and energy-norm cycle convergence factors (16 cycles from a random "
+             "error). When 8x the sweeps does not reach the target, the error left is what the coarse space (the "
+             "interpolation) misses, and more smoothing removes it only slowly.", "",
+             "| unknowns | " + " | ".join(f"V({nu},{nu})" for nu in (1,) + LIMIT_SWEEPS)
+             + "".join(f" | {LABELS[m]}" for m in variants)
+             + " | target (0.6x V(1,1)) | factor V(1,1) | factor V(8,8)" + "".join(f" | factor {LABELS[m]}" for m in variants)
+             + " |", "|---|" + "---|" * (len(LIMIT_SWEEPS) + 4 + 2 * len(variants))]
+    for n in sizes:
+        lim, classical = limits[n], get[(n, "pcg-mg")]["iterations"]
+        f = lim["factors"]
+        lines.append(f"| {n}^2 | {classical} | " + " | ".join(str(lim["iterations"][str(nu)]) for nu in LIMIT_SWEEPS)
+                     + "".join(f" | {get[(n, m)]['iterations']}" for m in variants)
+                     + f" | <= {int(0.6 * classical + 1e-9)} | {f['1']:.3f} | {f[str(LIMIT_SWEEPS[-1])]:.3f}"
+                     + "".join(f" | {get[(n, m)]['factor']:.3f}" for m in variants) + " |")
     return lines
 
 
@@ -238,7 +295,7 @@ def verdicts(rows: list[dict], family: str) -> list[str]:
                         f"{', '.join(f'{n}^2' for n in fell)})" if fell else " (the network alone)")
                      + f"; wall time / PCG-AMG (CPU): {ratio}; wall time / PCG-MG (both on {NET_DEVICE}): "
                      + ", ".join(f"{get[(n, m)]['total_s'] / get[(n, 'pcg-mg')]['total_s']:.1f}x" for n in ms))
-    return lines + nmg_verdicts(get, sizes)
+    return lines + [line for m in NMG_STAGES for line in nmg_verdicts(get, sizes, m)] + limit_table(get, sizes)
 
 
 def write_outputs(rows, runs, out: Path, protocol_name: str, notes: list[str], wall: float) -> str:
@@ -246,17 +303,20 @@ def write_outputs(rows, runs, out: Path, protocol_name: str, notes: list[str], w
     lines += [f"- {n}" for n in notes]
     lines += [f"- total benchmark wall time {wall:.0f} s", ""]
     for family, fam_runs in runs.items():
-        run, nmg_run = fam_runs["network"], fam_runs["nmg"]
+        run = fam_runs["network"]
         present = {r["method"] for r in rows if r["family"] == family}
         methods = [m for m in CLASSICAL + NEURAL if m in present]
         lines += [f"## {family}", ""]
         if run:
             lines += [f"Network: {run['model']} trained at 64^2 ({run['parameters']} parameters, validation energy loss "
                       f"{run['val_loss']:.3g}, {run['seconds']:.0f} s{', reused' if run['reused'] else ''}).", ""]
-        if nmg_run:
-            lines += [f"NMG smoother network trained at 64^2 ({nmg_run['parameters']} parameters, held-out cycle "
-                      f"convergence factor {nmg_run['val_factor']:.3f} vs classical {nmg_run['classical_factor']:.3f}, "
-                      f"{nmg_run['seconds']:.0f} s{', reused' if nmg_run['reused'] else ''}).", ""]
+        for v in NMG_STAGES:
+            nmg_run = fam_runs.get(v)
+            if nmg_run:
+                lines += [f"{LABELS[v]} smoother network ({NMG_STAGES[v]} learned stage(s) per side) trained at 64^2 "
+                          f"({nmg_run['parameters']} parameters, held-out cycle convergence factor "
+                          f"{nmg_run['val_factor']:.3f} vs classical {nmg_run['classical_factor']:.3f}, "
+                          f"{nmg_run['seconds']:.0f} s{', reused' if nmg_run['reused'] else ''}).", ""]
         lines += ["| unknowns | " + " | ".join(LABELS[m] for m in methods) + " |", "|---|" + "---|" * len(methods)]
         for n in sorted({r["n"] for r in rows if r["family"] == family}):
             cells = []
@@ -337,8 +397,9 @@ def main() -> None:
         for family in families:
             if set(NETWORK) & set(args.methods):
                 print(f"{family}: network in {train_run(family, args.model, protocol, args.out, args.device)['run_dir']}")
-            if "nmg" in args.methods:
-                print(f"{family}: nmg in {train_nmg_run(family, protocol, args.out, args.device)['run_dir']}")
+            for v in NMG_STAGES:
+                if v in args.methods:
+                    print(f"{family}: {v} in {train_nmg_run(family, protocol, args.out, args.device, v)['run_dir']}")
         return
     for family in families:
         fam_rows, run = bench_family(family, protocol, args, args.out)

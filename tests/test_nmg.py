@@ -56,17 +56,20 @@ class NeuralReference(ReferenceCycle):
     def __init__(self, A, shape, coarsest, net):
         super().__init__(A, shape, coarsest)
         offs = nmg.local_offsets(net.config.dim, net.config.kernel)
-        self.H = []
+        K = len(offs)
+        self.H = []  # per level, the stages' dense H_i
+        self.top = 0.0
         for l in range(len(self.P)):  # the explicit per-level loop over the shared network
             Al = self.A[l].toarray()
             feats = torch.from_numpy(dense_features(Al, self.shapes[l])[None]).to(next(net.parameters()).dtype)
             with torch.no_grad():
                 W = net(feats)[0].double().numpy()
-            Wd = dense_local(W, self.shapes[l], offs)
             dis = np.diag(1.0 / np.sqrt(np.diag(Al)))
-            self.H.append(dis @ Wd @ Wd.T @ dis)
-            gram = Wd.T @ dis @ Al @ dis @ Wd
-            self.top = max(getattr(self, "top", 0.0), np.linalg.eigvalsh(gram)[-1])
+            self.H.append([])
+            for i in range(net.config.stages):
+                Wd = dense_local(W[i * K:(i + 1) * K], self.shapes[l], offs)
+                self.H[l].append(dis @ Wd @ Wd.T @ dis)
+                self.top = max(self.top, np.linalg.eigvalsh(Wd.T @ dis @ Al @ dis @ Wd)[-1])
 
     def __call__(self, f, l=0):
         A = self.A[l]
@@ -74,9 +77,11 @@ class NeuralReference(ReferenceCycle):
             return np.linalg.solve(A.toarray(), f)
         u = np.zeros_like(f)
         self.sweep(l, u, f, False)
-        u += self.H[l] @ (f - A @ u)
+        for H in self.H[l]:
+            u += H @ (f - A @ u)
         u += self.P[l] @ self(self.P[l].T @ (f - A @ u), l + 1)
-        u += self.H[l] @ (f - A @ u)
+        for H in reversed(self.H[l]):
+            u += H @ (f - A @ u)
         self.sweep(l, u, f, True)
         return u
 
@@ -103,13 +108,14 @@ def test_local_stencil_transpose_is_the_adjoint(kernel):
                                    atol=1e-12)
 
 
-@pytest.mark.parametrize("name, make, shape, coarsest", [
-    ("jump-30", lambda: jumping(30), (30, 30), 10),
-    ("poisson-31", lambda: solvers.laplacian(31, 2), (31, 31), 10),
+@pytest.mark.parametrize("name, make, shape, coarsest, stages", [
+    ("jump-30", lambda: jumping(30), (30, 30), 10, 1),
+    ("poisson-31", lambda: solvers.laplacian(31, 2), (31, 31), 10, 1),
+    ("jump-30, two stages", lambda: jumping(30), (30, 30), 10, 2),
 ])
-def test_shared_weights_cycle_equals_the_explicit_per_level_loop(name, make, shape, coarsest):
+def test_shared_weights_cycle_equals_the_explicit_per_level_loop(name, make, shape, coarsest, stages):
     A = make()
-    net = random_net(0.02, seed=3)
+    net = random_net(0.02, seed=3, stages=stages)
     ref = NeuralReference(A, shape, coarsest, net)
     assert ref.top * nmg.MARGIN < nmg.BOUND  # the guard does not act: both sides use the raw stencils
     mg = mgm.Multigrid(mgm.stencils([A], shape), coarsest=coarsest)
@@ -130,14 +136,15 @@ def spd_report(cycle, A) -> tuple[float, float, float]:
     return asym, ev[0], ev[-1]
 
 
-@pytest.mark.parametrize("scale", [0.0, 0.05, 3.0])
-def test_the_cycle_is_symmetric_positive_definite(scale):
-    """Untrained (Jacobi start), small random and large random networks: the large one needs the
-    Lanczos guard, which scales its stencils down; every cycle stays SPD with eig(BA) in (0, 1]."""
+@pytest.mark.parametrize("scale, stages", [(0.0, 1), (0.05, 1), (3.0, 1), (0.05, 2), (3.0, 2)])
+def test_the_cycle_is_symmetric_positive_definite(scale, stages):
+    """Untrained (Jacobi start), small random and large random networks, one or two learned
+    stages per side: the large ones need the Lanczos guard, which scales their stencils down;
+    every cycle stays SPD with eig(BA) in (0, 1]."""
     A, _, info = datasets.system("darcy", resolution=18, seed=2)
     shape = tuple(info["shape"])
     mg = mgm.Multigrid(mgm.stencils([A], shape), coarsest=10)
-    cycle = nmg.NeuralMultigrid(mg, random_net(scale, seed=5))
+    cycle = nmg.NeuralMultigrid(mg, random_net(scale, seed=5, stages=stages))
     asym, lo, hi = spd_report(cycle, A)
     assert asym <= 1e-12
     assert 0.0 < lo and hi <= 1.0 + 1e-10
@@ -146,10 +153,11 @@ def test_the_cycle_is_symmetric_positive_definite(scale):
         for l, level in enumerate(mg.levels[:-1]):  # the guard holds exactly, not only for its estimate
             W, dis = cycle.local[l]
             offs = cycle.offs
-            Wd = dense_local(W[0].numpy(), level.shape, offs)
             Al = mgm.dense_matrix(level.S[0]).numpy()
             D = np.diag(dis[0].reshape(-1).numpy())
-            assert np.linalg.eigvalsh(Wd.T @ D @ Al @ D @ Wd)[-1] <= nmg.BOUND * 1.0001
+            for i in range(stages):
+                Wd = dense_local(W[0, i * len(offs):(i + 1) * len(offs)].numpy(), level.shape, offs)
+                assert np.linalg.eigvalsh(Wd.T @ D @ Al @ D @ Wd)[-1] <= nmg.BOUND * 1.0001
 
 
 def test_cycle_cost_counts_the_operations_of_a_two_level_cycle():
@@ -161,6 +169,8 @@ def test_cycle_cost_counts_the_operations_of_a_two_level_cycle():
     classical = 3 * 225 * 5 + 2 * 480 + 49**2
     assert cost["classical"] == pytest.approx(classical / unit)
     assert cost["neural"] == pytest.approx((classical + 2 * 225 * 5 + 4 * 225 * 9) / unit)
+    two = nmg.cycle_cost(mg, local_points=9, stages=2)
+    assert two["neural"] == pytest.approx((classical + 2 * (2 * 225 * 5 + 4 * 225 * 9)) / unit)
 
 
 # ----------------------------------------------------------------------------- training

@@ -90,6 +90,10 @@ class NMGConfig:
         default (12, 2: 1,857 parameters) is as good as (24, 3) on Darcy (held-out cycle factor
         0.049 vs 0.047, 6 PCG iterations at 64^2..1024^2 both) and 5x cheaper at set-up.
     base : ``Ŵ`` at initialisation, ``base`` times the identity (``H = base^2 D^-1``, a damped Jacobi).
+    stages : learned steps per smoothing side, each with its own stencil ``Ŵ_i`` (the network
+        outputs all of them): pre-smoothing applies ``H_1 ... H_s`` after the sweeps,
+        post-smoothing ``H_s ... H_1`` before the reversed sweeps (the adjoint, so the cycle stays
+        symmetric).
     """
 
     dim: int = 2
@@ -97,18 +101,19 @@ class NMGConfig:
     width: int = 12
     layers: int = 2
     base: float = 0.5
+    stages: int = 1
 
     def __post_init__(self):
         if self.dim not in (2, 3):
             raise ConfigError(f"nmg dim must be 2 or 3, got {self.dim}")
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ConfigError(f"nmg kernel must be odd and >= 1, got {self.kernel}")
-        if self.width < 1 or self.layers < 1:
-            raise ConfigError(f"nmg width and layers must be >= 1, got {self.width}, {self.layers}")
+        if self.width < 1 or self.layers < 1 or self.stages < 1:
+            raise ConfigError(f"nmg width, layers and stages must be >= 1, got {self.width}, {self.layers}, {self.stages}")
 
 
 class SmootherNet(nn.Module):
-    """Features ``(B, 3^d - 1, *shape)`` -> local stencils ``Ŵ`` ``(B, kernel^d, *shape)``."""
+    """Features ``(B, 3^d - 1, *shape)`` -> local stencils ``Ŵ_1 .. Ŵ_s`` ``(B, stages * kernel^d, *shape)``."""
 
     name = KIND
 
@@ -116,7 +121,8 @@ class SmootherNet(nn.Module):
         super().__init__()
         self.config = config
         conv = nn.Conv2d if config.dim == 2 else nn.Conv3d
-        chans = [feature_count(config.dim)] + [config.width] * (config.layers - 1) + [config.kernel**config.dim]
+        points = config.kernel**config.dim
+        chans = [feature_count(config.dim)] + [config.width] * (config.layers - 1) + [config.stages * points]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
             layers.append(conv(a, b, 3, padding=1))
@@ -125,8 +131,8 @@ class SmootherNet(nn.Module):
         nn.init.zeros_(layers[-1].weight)
         nn.init.zeros_(layers[-1].bias)
         self.body = nn.Sequential(*layers)
-        delta = torch.zeros((1, config.kernel**config.dim) + (1,) * config.dim)
-        delta[0, config.kernel**config.dim // 2] = config.base
+        delta = torch.zeros((1, config.stages * points) + (1,) * config.dim)
+        delta[0, points // 2::points] = config.base
         self.register_buffer("delta", delta, persistent=False)
 
     def config_dict(self) -> dict:
@@ -220,31 +226,39 @@ class NeuralMultigrid:
             self.notes.append("the nmg network gave non-finite smoother stencils; the classical V-cycle ran instead")
 
     def _learned(self, level: mgm.Level, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(Ŵ (B, K^d, *shape) float64, D^-1/2 (B, *shape))`` of one level."""
+        """``(Ŵ_1 .. Ŵ_s (B, s K^d, *shape) float64, D^-1/2 (B, *shape))`` of one level."""
         p = next(self.net.parameters())
         feats = stencil_features(level.S).to(dtype=p.dtype, device=p.device)
         W = self.net(feats).to(dtype=level.S.dtype, device=level.S.device)
-        W = W * _inside(level.shape, self.offs, level.S)
+        W = W * _inside(level.shape, self.offs, level.S).repeat((self.net.config.stages,) + (1,) * level.dim)
         dis = level.S[:, level.centre].rsqrt()
         if check and bool(torch.isfinite(W).all()):  # differentiable: training learns the scaled stencils
-            top = _lanczos_max(lambda v: self._gram(level, W, dis, v), level.shape, level.B, level.S)
-            scale = torch.where(MARGIN * top > BOUND, (BOUND / (MARGIN * top.clamp_min(1e-300))).sqrt(),
-                                torch.ones_like(top))
-            if bool((scale < 1).any()):
-                self.notes.append(f"level {level.shape}: the learned smoother was scaled by {float(scale.min().detach()):.3g} "
-                                  f"(its estimated largest eigenvalue {float(top.max().detach()):.3g} > {BOUND / MARGIN:.3g})")
-            W = W * scale.reshape((-1,) + (1,) * (W.dim() - 1))
+            K = len(self.offs)
+            stages = []
+            for i in range(self.net.config.stages):
+                Wi = W[:, i * K:(i + 1) * K]
+                top = _lanczos_max(lambda v: self._gram(level, Wi, dis, v), level.shape, level.B, level.S)
+                scale = torch.where(MARGIN * top > BOUND, (BOUND / (MARGIN * top.clamp_min(1e-300))).sqrt(),
+                                    torch.ones_like(top))
+                if bool((scale < 1).any()):
+                    self.notes.append(f"level {level.shape}: the learned smoother{f' {i + 1}' if i else ''} was scaled "
+                                      f"by {float(scale.min().detach()):.3g} (its estimated largest eigenvalue "
+                                      f"{float(top.max().detach()):.3g} > {BOUND / MARGIN:.3g})")
+                stages.append(Wi * scale.reshape((-1,) + (1,) * (W.dim() - 1)))
+            W = torch.cat(stages, 1)
         return W, dis
 
     def _gram(self, level: mgm.Level, W: torch.Tensor, dis: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``Ŵ^T Â Ŵ v`` with ``Â = D^-1/2 A D^-1/2``."""
+        """``Ŵ^T Â Ŵ v`` with ``Â = D^-1/2 A D^-1/2`` for one stage's ``Ŵ``."""
         u = level.padded()
         u[mgm._interior(level.dim)] = dis * apply_local(W, v, self.offs)
         return apply_local_T(W, dis * level.matvec(u), self.offs)
 
-    def smoother(self, l: int, r: torch.Tensor) -> torch.Tensor:
-        """``H r`` on level ``l``."""
+    def smoother(self, l: int, r: torch.Tensor, stage: int = 0) -> torch.Tensor:
+        """``H_stage r`` on level ``l``."""
         W, dis = self.local[l]
+        K = len(self.offs)
+        W = W[:, stage * K:(stage + 1) * K]
         return dis * apply_local(W, apply_local_T(W, dis * r, self.offs), self.offs)
 
     @property
@@ -270,11 +284,13 @@ class NeuralMultigrid:
         for _ in range(mg.presmooth):
             level.smooth(u, f)
         r = f - level.matvec(u)
-        du = F.pad(self.smoother(l, r), pad)
-        r = r - level.matvec(du)
-        e = self._cycle(l + 1, mgm.restrict(level, r))
-        u = u + du + mgm.prolong(level, e)
-        u = u + F.pad(self.smoother(l, f - level.matvec(u)), pad)
+        stages = range(self.net.config.stages)
+        for i in stages:  # u += H_i r (out of place: training differentiates through it)
+            du = F.pad(self.smoother(l, r, i), pad)
+            u, r = u + du, r - level.matvec(du)
+        u = u + mgm.prolong(level, self._cycle(l + 1, mgm.restrict(level, r)))
+        for i in reversed(stages):  # the adjoint order
+            u = u + F.pad(self.smoother(l, f - level.matvec(u), i), pad)
         for _ in range(mg.postsmooth):
             level.smooth(u, f, reverse=True)
         return u[inner].contiguous()
@@ -313,12 +329,12 @@ class NeuralMultigrid:
     def cost(self) -> dict:
         """Multiply-adds of one cycle in units of one finest-level stencil application
         (``A u`` on the finest grid): ``{"classical": V-cycle alone, "neural": with the learned steps}``."""
-        return cycle_cost(self.mg, self.net.config.kernel**self.net.config.dim)
+        return cycle_cost(self.mg, self.net.config.kernel**self.net.config.dim, self.net.config.stages)
 
 
-def cycle_cost(mg: mgm.Multigrid, local_points: int = 0) -> dict:
-    """Cost of one V-cycle of ``mg`` (and with a learned ``local_points``-point ``Ŵ`` on each level
-    but the coarsest), in finest-grid stencil applications: Gauss-Seidel sweeps and residuals
+def cycle_cost(mg: mgm.Multigrid, local_points: int = 0, stages: int = 1) -> dict:
+    """Cost of one V-cycle of ``mg`` (and with ``stages`` learned ``local_points``-point stencils
+    ``Ŵ`` on each level but the coarsest), in finest-grid stencil applications: Gauss-Seidel sweeps and residuals
     count the level's stencil entries per point, transfers their interpolation weights, the
     coarsest solve its two triangular solves."""
     fine = mg.levels[0]
@@ -330,7 +346,7 @@ def cycle_cost(mg: mgm.Multigrid, local_points: int = 0) -> dict:
         classical += (mg.presmooth + mg.postsmooth) * n * nnz + n * nnz + transfers
         # the learned steps: the post-smoothing residual, the pre-smoothing update of r, and
         # Ŵ and Ŵ^T twice
-        learned += 2 * n * nnz + 4 * n * local_points
+        learned += stages * (2 * n * nnz + 4 * n * local_points)
     coarse = math.prod(mg.levels[-1].shape) ** 2
     classical += coarse
     return {"classical": classical / unit, "neural": (classical + learned) / unit}
