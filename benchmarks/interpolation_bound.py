@@ -21,6 +21,11 @@ on the ``P`` entries inside Dendy's sparsity pattern (300 steps). Dense: 16^2 un
 
     python benchmarks/interpolation_bound.py --quick      # 8^2, seconds
     python benchmarks/interpolation_bound.py              # 16^2, about a minute on one core
+    python benchmarks/interpolation_bound.py --nmg-runs benchmarks/results/precond-full2/runs
+
+``--nmg-runs DIR`` adds, per family with a trained run ``DIR/<family>-nmg*``, the rows of the
+neural multigrid's smoother (one sweep per side and the learned steps, ``sciml.learned.nmg``)
+in place of the classical sweeps.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from precond import FAMILIES  # noqa: E402  (benchmarks/precond.py)
 from solvers import machine_notes  # noqa: E402
 
 from sciml import datasets  # noqa: E402
-from sciml.learned.nmg import convergence_factor  # noqa: E402
+from sciml.learned import nmg  # noqa: E402
 from sciml.solvers import multigrid as mgm  # noqa: E402
 
 SWEEPS = (1, 2, 8)
@@ -54,7 +59,7 @@ def _probe(fn, m: int) -> torch.Tensor:
 class TwoGrid:
     """Dense two-grid analysis of the system ``A`` on an ``n x n`` grid with ``nu`` sweeps per side."""
 
-    def __init__(self, A, n: int, nu: int):
+    def __init__(self, A, n: int, nu: int, net: "nmg.SmootherNet | None" = None):
         self.mg = mg = mgm.Multigrid(mgm.stencils([A]), presmooth=nu, coarsest=(n // 2) ** 2)
         assert len(mg.levels) == 2
         self.level = level = mg.levels[0]
@@ -73,6 +78,14 @@ class TwoGrid:
 
         self.Sf = _probe(lambda e: sweeps(e, False), N)
         self.Sb = _probe(lambda e: sweeps(e, True), N)
+        self.cycle = mg
+        if net is not None:  # the neural cycle's smoothing: sweeps, then H_1 .. H_s; the adjoint after
+            self.cycle = cycle = nmg.NeuralMultigrid(mg, net)
+            eye = torch.eye(N, dtype=torch.float64)
+            for i in range(net.config.stages):
+                H = _probe(lambda e: cycle.smoother(0, e.reshape(1, n, n), i).reshape(-1), N)
+                self.Sf = (eye - H @ self.A) @ self.Sf
+                self.Sb = self.Sb @ (eye - H @ self.A)
         odd = torch.arange(n) % 2 == 1  # the coarse points are the fine points (odd, odd), see mgm.prolong
         self.coarse_rows = (odd[:, None] & odd[None, :]).reshape(-1)
         self.L = torch.linalg.cholesky(self.A)
@@ -110,6 +123,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16, help="unknowns per axis (even)")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/interpolation-bound.md"))
+    parser.add_argument("--nmg-runs", type=Path, default=None,
+                        help="folder of trained nmg runs named <family>-nmg*: adds the learned smoothers' rows")
     args = parser.parse_args()
     n, steps = (8, 100) if args.quick else (args.n, STEPS)
     torch.set_num_threads(1)
@@ -123,20 +138,24 @@ def main() -> None:
               "factor = largest eigenvalue of the two-grid error propagator (A-norm), '> 0.01' = how many "
               "eigenvalues exceed 0.01; 'check': the same factor estimated from 40 applications of the fast "
               "two-level cycle (`sciml.solvers.multigrid`) to a random error", "",
-              "| family | sweeps per side | Dendy: factor | check | Dendy: > 0.01 | best P: factor | best P: > 0.01 | seconds |",
+              "| family | smoothing per side (sweeps, + learned run) | Dendy: factor | check | Dendy: > 0.01 | best P: factor | best P: > 0.01 | seconds |",
               "|---|---|---|---|---|---|---|---|"]
     for family in families:
         spec = FAMILIES[family]
         A, _, info = datasets.system(spec["pde"], resolution=n + spec["offset"], seed=1, **spec["params"])
         assert tuple(info["shape"]) == (n, n)
-        for nu in SWEEPS:
+        smoothers = [(str(nu), nu, None) for nu in SWEEPS]
+        if args.nmg_runs is not None:
+            smoothers += [(f"1 + {Path(r).name}", 1, nmg.load_nmg(r)[0])
+                          for r in sorted(args.nmg_runs.glob(f"{family}-nmg*")) if (r / "run.json").exists()]
+        for label, nu, net in smoothers:
             t0 = time.perf_counter()
-            tg = TwoGrid(A, n, nu)
+            tg = TwoGrid(A, n, nu, net)
             with torch.no_grad():
                 dendy = tg.spectrum(tg.P0)
-            check = float(convergence_factor(tg.mg, cycles=40)[0])
+            check = float(nmg.convergence_factor(tg.cycle, cycles=40)[0])
             best = tg.optimise(steps)
-            row = (f"| {family} | {nu} | {float(dendy[-1]):.4f} | {check:.4f} | {int((dendy > 0.01).sum())} | {float(best[-1]):.4f} | "
+            row = (f"| {family} | {label} | {float(dendy[-1]):.4f} | {check:.4f} | {int((dendy > 0.01).sum())} | {float(best[-1]):.4f} | "
                    f"{int((best > 0.01).sum())} | {time.perf_counter() - t0:.0f} |")
             lines.append(row)
             print(row, flush=True)
