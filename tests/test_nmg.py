@@ -264,14 +264,18 @@ def test_stall_rule_hands_over_and_reports_the_iteration():
 # ----------------------------------------------------------------------------- CLI
 
 
-def test_cli_trains_and_solves(tmp_path, capsys):
+@pytest.mark.parametrize("stages", [1, 2])
+def test_cli_trains_and_solves(tmp_path, capsys, stages):
     data = tmp_path / "darcy.h5"
     datasets.generate("darcy", n=6, resolution=18, seed=0, out=data)
     run = tmp_path / "run"
     code, out, err = run_cli(["train", "nmg", "--data", str(data), "--out", str(run), "--steps", "4",
-                              "--option", "batch_size=2", "--option", "log_every=2"], capsys)
+                              "--option", "batch_size=2", "--option", "log_every=2", "--set", f"stages={stages}"],
+                             capsys)
     assert code == 0, err
     assert f"nmg:{run}" in out
+    net = nmg.load_nmg(run)[0]
+    assert net.config.stages == stages and net.body[-1].out_channels == 9 * stages
     code, out, err = run_cli(["solve", "darcy", "-s", "34", "--seed", "3", "--method", f"nmg:{run},pcg-mg",
                               "--tol", "1e-8"], capsys)
     assert code == 0, err
