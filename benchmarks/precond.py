@@ -11,12 +11,16 @@ the three methods with a trained operator (``sciml.learned.neural_precond``):
   nmg     plain CG with the neural multigrid (``sciml.learned.nmg``): PCG-MG's hierarchy and
           Gauss-Seidel sweeps with a learned smoother on every level (its own small network,
           trained on the same 64^2 fields, ``sciml train nmg``)
+  nmg2    the same with two learned stages per smoothing side (``--set stages=2``)
 
 The neural multigrid's targets (shared/TARGETS.md, issue 19) are judged against PCG-MG with the
 same hierarchy and sweeps: iterations <= 0.6x at every size 64^2..1024^2, growth <= 1.15x per
 doubling from 128^2, no fallback; the table also gives the cost of one preconditioner application
 in finest-grid stencil applications (``nmg.cycle_cost``) and the wall time against PCG-MG and
-PCG-AMG (pyamg, CPU). PCG-MG, PCG-AMG and NMG run at every size of ``mg_sizes`` (to 1024^2); the
+PCG-AMG (pyamg, CPU). The "smoothing limit" table beside it gives PCG's iterations with the
+classical V(nu,nu) cycle, nu = 1, 2, 4, 8, on the same hierarchy and the cycles' convergence
+factors: what more classical smoothing alone buys (``benchmarks/interpolation_bound.py`` asks
+what a better interpolation could). PCG-MG, PCG-AMG and NMG run at every size of ``mg_sizes`` (to 1024^2); the
 other methods at ``sizes``.
 
 Families (one network each, trained on 64^2 unknowns, applied unchanged to unseen systems of
