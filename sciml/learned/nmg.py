@@ -25,8 +25,9 @@ weights, serves every level and every grid size.
 **Symmetric positive definite.** Pre-smoothing is the classical sweep(s) followed by the
 learned step; post-smoothing is their adjoint (the learned step, then the sweeps in reverse
 colour order). The cycle's error propagator is then ``E = S^* C S`` with
-``S = (I - H A)(I - M A)``, self-adjoint in the ``A`` inner product with ``eig(E) >= 0``, so the
-preconditioner is symmetric, and positive definite when ``||S||_A < 1``. Gauss-Seidel gives
+``S = (I - H A)(I - M A)`` (with ``stages`` learned steps ``S = (I - H_s A) ... (I - H_1 A)(I - M A)``,
+post-smoothing applying ``H_s`` first), self-adjoint in the ``A`` inner product with
+``eig(E) >= 0``, so the preconditioner is symmetric, and positive definite when ``||S||_A < 1``. Gauss-Seidel gives
 ``||I - M A||_A < 1``; ``||I - H A||_A <= 1`` holds when ``eig(Ŵ^T Â Ŵ) <= 2``. At set-up a
 Lanczos estimate of that largest eigenvalue is taken on every level, and ``Ŵ`` is scaled down
 where 1.1 times the estimate exceeds 2 (a trained network sits near 1.5; the check guards
