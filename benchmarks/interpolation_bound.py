@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precond import FAMILIES  # noqa: E402  (benchmarks/precond.py)
-from solvers import machine_notes  # noqa: E402
+from solvers import add_row, markdown_report, write_report  # noqa: E402
 
 from sciml import datasets  # noqa: E402
 from sciml.learned import nmg  # noqa: E402
@@ -132,14 +132,14 @@ def main() -> None:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         parser.error(f"unknown family {unknown}; choose from {list(FAMILIES)}")
-    lines = [f"# Two-grid factor: Dendy's interpolation vs the best interpolation of its sparsity ({n}^2 unknowns)", ""]
-    lines += [f"- {note}" for note in machine_notes()]
-    lines += [f"- one system per family (seed 1), {steps} Adam steps on the free interpolation weights; "
-              "factor = largest eigenvalue of the two-grid error propagator (A-norm), '> 0.01' = how many "
-              "eigenvalues exceed 0.01; 'check': the same factor estimated from 40 applications of the fast "
-              "two-level cycle (`sciml.solvers.multigrid`) to a random error", "",
-              "| family | smoothing per side (sweeps, + learned run) | Dendy: factor | check | Dendy: > 0.01 | best P: factor | best P: > 0.01 | seconds |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines = markdown_report(
+        f"Two-grid factor: Dendy's interpolation vs the best interpolation of its sparsity ({n}^2 unknowns)",
+        f"one system per family (seed 1), {steps} Adam steps on the free interpolation weights; factor = largest "
+        "eigenvalue of the two-grid error propagator (A-norm), '> 0.01' = how many eigenvalues exceed 0.01; 'check': "
+        "the same factor estimated from 40 applications of the fast two-level cycle (`sciml.solvers.multigrid`) to a "
+        "random error",
+        ["family", "smoothing per side (sweeps, + learned run)", "Dendy: factor", "check", "Dendy: > 0.01",
+         "best P: factor", "best P: > 0.01", "seconds"])
     for family in families:
         spec = FAMILIES[family]
         A, _, info = datasets.system(spec["pde"], resolution=n + spec["offset"], seed=1, **spec["params"])
@@ -155,13 +155,9 @@ def main() -> None:
                 dendy = tg.spectrum(tg.P0)
             check = float(nmg.convergence_factor(tg.cycle, cycles=40)[0])
             best = tg.optimise(steps)
-            row = (f"| {family} | {label} | {float(dendy[-1]):.4f} | {check:.4f} | {int((dendy > 0.01).sum())} | {float(best[-1]):.4f} | "
-                   f"{int((best > 0.01).sum())} | {time.perf_counter() - t0:.0f} |")
-            lines.append(row)
-            print(row, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+            add_row(lines, [family, label, f"{float(dendy[-1]):.4f}", f"{check:.4f}", int((dendy > 0.01).sum()),
+                            f"{float(best[-1]):.4f}", int((best > 0.01).sum()), f"{time.perf_counter() - t0:.0f}"])
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precond import FAMILIES  # noqa: E402  (benchmarks/precond.py)
-from solvers import machine_notes  # noqa: E402
+from solvers import add_row, markdown_report, write_report  # noqa: E402
 
 from sciml import datasets  # noqa: E402
 from sciml.learned import nmg  # noqa: E402
@@ -250,21 +250,17 @@ def main() -> None:
     S = mgm.stencils(matrices, shape)
     check_transfers(S[:2])
     S_train, S_val = S[:-8], S[-8:]
-    lines = [f"# Learning the interpolation with the NMG smoother: two-grid probe ({args.family}, {args.n}^2)", ""]
-    lines += [f"- {note}" for note in machine_notes()]
-    lines += [f"- smoother network: `{args.run}`; {len(S_train)} training and 8 held-out systems (seed 0); "
-              f"{args.steps} Adam steps, batch 8, cosine schedule; factor: held-out two-grid energy-norm "
-              "convergence factor per cycle (mean over the 8 systems)", "",
-              "| trained | factor before | factor after | change | seconds |", "|---|---|---|---|---|"]
+    lines = markdown_report(
+        f"Learning the interpolation with the NMG smoother: two-grid probe ({args.family}, {args.n}^2)",
+        f"smoother network: `{args.run}`; {len(S_train)} training and 8 held-out systems (seed 0); {args.steps} Adam "
+        "steps, batch 8, cosine schedule; factor: held-out two-grid energy-norm convergence factor per cycle (mean "
+        "over the 8 systems)",
+        ["trained", "factor before", "factor after", "change", "seconds"])
     for mode in modes:
         r = probe(mode, S_train, S_val, args.run, args.steps, batch=8)
-        row = (f"| {mode} | {r['before']:.4f} | {r['after']:.4f} | {100 * (r['after'] / r['before'] - 1):+.0f} % | "
-               f"{r['seconds']:.0f} |")
-        lines.append(row)
-        print(row, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+        add_row(lines, [mode, f"{r['before']:.4f}", f"{r['after']:.4f}", f"{100 * (r['after'] / r['before'] - 1):+.0f} %",
+                        f"{r['seconds']:.0f}"])
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

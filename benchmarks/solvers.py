@@ -114,6 +114,25 @@ def machine_notes() -> list[str]:
     ]
 
 
+def markdown_report(title: str, protocol: str, header: list[str]) -> list[str]:
+    """The opening lines of a one-table benchmark report: title, machine notes, protocol, table head."""
+    return [f"# {title}", "", *[f"- {note}" for note in machine_notes()], f"- {protocol}", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+
+def add_row(lines: list[str], cells: list) -> None:
+    """Append a table row to ``lines`` and print it (progress while the benchmark runs)."""
+    row = "| " + " | ".join(str(c) for c in cells) + " |"
+    lines.append(row)
+    print(row, flush=True)
+
+
+def write_report(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
 # ------------------------------------------------------------------------------------ DCDM runs
 
 
