@@ -215,6 +215,165 @@ def test_trained_cycle_is_spd_and_grid_independent(trained):
     assert max(factors) < 0.15 and max(factors) <= 1.5 * min(factors), factors
 
 
+# ----------------------------------------------------------------------------- learned interpolation
+
+
+def learned_net(scale: float, seed: int = 0, stages: int = 1) -> nmg.SmootherNet:
+    """A random smoother with a learned interpolation whose last layer has std ``scale``."""
+    net = random_net(0.02, seed=seed, stages=stages, interpolation="learned")
+    torch.manual_seed(seed + 100)
+    for p in net.interp[-1].parameters():
+        torch.nn.init.normal_(p, std=scale)
+    return net
+
+
+def dense_interpolation(weights: dict, shape) -> np.ndarray:
+    """``P`` point by point from per-class weights: coarse point ``i`` is fine ``2 i + 1`` and
+    injects; a fine point of class ``F`` (in the classes' order) is the weighted sum of the rows
+    of its neighbours ``p + o`` (zero beyond the grid)."""
+    dim, n = len(shape), math.prod(shape)
+    cshape = tuple(m // 2 for m in shape)
+    P = np.zeros((n, math.prod(cshape)))
+    for c in np.ndindex(*cshape):
+        P[np.ravel_multi_index(tuple(2 * i + 1 for i in c), shape), np.ravel_multi_index(c, cshape)] = 1.0
+    for F, ws in weights.items():
+        start = [0 if a in F else 1 for a in range(dim)]
+        for p in np.ndindex(*shape):
+            if any((p[a] - start[a]) % 2 for a in range(dim)):
+                continue
+            j = tuple((p[a] - start[a]) // 2 for a in range(dim))
+            row = np.zeros(P.shape[1])
+            for off, w in ws:
+                q = tuple(a + o for a, o in zip(p, off))
+                if all(0 <= x < m for x, m in zip(q, shape)):
+                    row += float(w[(0, *j)]) * P[np.ravel_multi_index(q, shape)]
+            P[np.ravel_multi_index(p, shape)] = row
+    return P
+
+
+def test_learned_interpolation_starts_as_dendy():
+    """At initialisation the correction is zero: the cycle equals the one on Dendy's hierarchy."""
+    A = jumping(30)
+    net = learned_net(0.0, seed=3, stages=2)
+    plain = nmg.SmootherNet(nmg.NMGConfig(stages=2)).double()
+    plain.body.load_state_dict(net.body.state_dict())
+    mg = mgm.Multigrid(mgm.stencils([A], (30, 30)), coarsest=10)
+    f = torch.from_numpy(np.random.default_rng(4).standard_normal(900)).reshape(1, 30, 30)
+    want = nmg.NeuralMultigrid(mg, plain)(f)
+    got = nmg._neural(mg, net)(f)
+    assert float((got - want).abs().max()) <= 1e-13 * float(want.abs().max())
+
+
+@pytest.mark.parametrize("name, make, shape", [("jump-30", lambda: jumping(30), (30, 30)),
+                                               ("poisson-31", lambda: solvers.laplacian(31, 2), (31, 31))])
+def test_learned_interpolation_hierarchy_equals_a_dense_per_level_reference(name, make, shape):
+    """Per level, in an explicit loop: the shared network on the level's features (point-loop
+    features) gives the weights; ``P`` assembled point by point from them equals the fast
+    prolongation, ``P^T`` the restriction, and ``P^T A P`` the next level's Galerkin stencil."""
+    A = make()
+    net = learned_net(0.05, seed=7)
+    mg, notes = nmg.hierarchy(mgm.stencils([A], shape), net, coarsest=10)
+    assert not notes and len(mg.levels) >= 3
+    Al = A.toarray()
+    for l, level in enumerate(mg.levels[:-1]):
+        feats = torch.from_numpy(dense_features(Al, level.shape)[None])
+        with torch.no_grad():
+            delta = net.interp(feats)[0].numpy()
+        base = nmg.dendy_all_offsets(level)
+        k = 0
+        for F, ws in level.weights.items():
+            start, counts = mgm._class_start_counts(level.shape, F)
+            for (off, w), (off0, w0) in zip(ws, base[F]):
+                assert off == off0
+                index = tuple(slice(a, None, 2) for a in start)
+                np.testing.assert_allclose(w[0].numpy(), w0[0].numpy() + delta[k][index][:counts[0], :counts[1]],
+                                           rtol=1e-12, atol=1e-12)
+                k += 1
+        assert k == nmg.interpolation_outputs(2) == 12
+        P = dense_interpolation(level.weights, level.shape)
+        gen = np.random.default_rng(l)
+        c = gen.standard_normal(P.shape[1])
+        r = gen.standard_normal(P.shape[0])
+        cshape = mgm.coarse_shape(level.shape)
+        fast_p = mgm.prolong(level, torch.from_numpy(c).reshape(1, *cshape))[mgm._interior(2)].reshape(-1).numpy()
+        fast_r = mgm.restrict(level, torch.from_numpy(r).reshape(1, *level.shape)).reshape(-1).numpy()
+        np.testing.assert_allclose(fast_p, P @ c, atol=1e-12 * np.abs(P @ c).max())
+        np.testing.assert_allclose(fast_r, P.T @ r, atol=1e-12 * np.abs(P.T @ r).max())
+        Al = P.T @ Al @ P
+        got = mgm.dense_matrix(mg.levels[l + 1].S[0]).numpy()
+        np.testing.assert_allclose(got, Al, atol=1e-11 * np.abs(Al).max())
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.5])
+def test_learned_interpolation_cycle_is_symmetric_positive_definite(scale):
+    """Any interpolation weights keep the cycle SPD (P injects the coarse points: full rank)."""
+    A, _, info = datasets.system("darcy", resolution=18, seed=2)
+    shape = tuple(info["shape"])
+    net = learned_net(scale, seed=5, stages=2)
+    mg, notes = nmg.hierarchy(mgm.stencils([A], shape), net, coarsest=10)
+    assert not notes and len(mg.levels) >= 2
+    cycle = nmg.NeuralMultigrid(mg, net)
+    asym, lo, hi = spd_report(cycle, A)
+    assert asym <= 1e-12
+    assert 0.0 < lo and hi <= 1.0 + 1e-10
+
+
+def test_learned_interpolation_gradient_equals_finite_differences():
+    """Training differentiates through the hierarchy (weights, Galerkin products, coarsest
+    Cholesky, sweeps on coarse levels): the autograd derivative of the cycle loss along a random
+    direction of the interpolation network's parameters equals a central difference; the
+    out-of-place transfers used then equal the in-place ones."""
+    A = jumping(22)
+    S = mgm.stencils([A, jumping(22, seed=4)], (22, 22))
+    net = learned_net(0.05, seed=2)
+    mg = mgm.Multigrid(S, coarsest=10)
+    e = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 22, 22)))
+    params = list(net.interp.parameters())
+    gen = torch.Generator().manual_seed(1)
+    direction = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+
+    def loss() -> torch.Tensor:
+        return nmg.cycle_loss(nmg._neural(mg, net, grad=True), e, 3).mean()
+
+    value = loss()
+    grads = torch.autograd.grad(value, params)
+    slope = sum(float((g * d).sum()) for g, d in zip(grads, direction))
+    h = 1e-5
+    with torch.no_grad():
+        for p, d in zip(params, direction):
+            p += h * d
+        up = float(loss())
+        for p, d in zip(params, direction):
+            p -= 2 * h * d
+        down = float(loss())
+        for p, d in zip(params, direction):
+            p += h * d
+    assert abs(slope) > 1e-3
+    assert slope == pytest.approx((up - down) / (2 * h), rel=1e-5)
+    learned, _ = nmg.hierarchy(S, net, coarsest=10, grad=True)
+    level = learned.levels[0]
+    c = torch.randn((2, 11, 11), generator=gen, dtype=torch.float64)
+    with torch.enable_grad():
+        p_graph, r_graph = mgm.prolong(level, c), mgm.restrict(level, e)
+    with torch.no_grad():
+        p_plain, r_plain = mgm.prolong(level, c), mgm.restrict(level, e)
+    assert p_graph.requires_grad and not p_plain.requires_grad
+    assert float((p_graph - p_plain).detach().abs().max()) <= 1e-13
+    assert float((r_graph - r_plain).detach().abs().max()) <= 1e-13
+
+
+def test_non_finite_learned_interpolation_falls_back_to_dendy():
+    net = learned_net(0.05, seed=1, stages=2)
+    with torch.no_grad():
+        net.interp[-1].bias[3] = float("nan")
+    A, b, _ = datasets.system("darcy", resolution=34, seed=1)
+    S = mgm.stencils([A])
+    mg, notes = nmg.hierarchy(S, net)
+    assert isinstance(mg.interpolation, str) and any("Dendy's ran instead" in n for n in notes)
+    out, at = nmg.NeuralMultigrid(mg, net, notes=notes).solve(torch.from_numpy(b).reshape(1, *mg.shape), 1e-8, 100)
+    assert bool(out.converged[0]) and any("Dendy's ran instead" in n for n in out.notes)
+
+
 # ----------------------------------------------------------------------------- safety
 
 
@@ -264,18 +423,21 @@ def test_stall_rule_hands_over_and_reports_the_iteration():
 # ----------------------------------------------------------------------------- CLI
 
 
-@pytest.mark.parametrize("stages", [1, 2])
-def test_cli_trains_and_solves(tmp_path, capsys, stages):
+@pytest.mark.parametrize("stages, interpolation", [(1, "dendy"), (2, "dendy"), (2, "learned")])
+def test_cli_trains_and_solves(tmp_path, capsys, stages, interpolation):
     data = tmp_path / "darcy.h5"
     datasets.generate("darcy", n=6, resolution=18, seed=0, out=data)
     run = tmp_path / "run"
     code, out, err = run_cli(["train", "nmg", "--data", str(data), "--out", str(run), "--steps", "4",
-                              "--option", "batch_size=2", "--option", "log_every=2", "--set", f"stages={stages}"],
-                             capsys)
+                              "--option", "batch_size=2", "--option", "log_every=2", "--set", f"stages={stages}",
+                              "--set", f"interpolation={interpolation}"], capsys)
     assert code == 0, err
     assert f"nmg:{run}" in out
     net = nmg.load_nmg(run)[0]
     assert net.config.stages == stages and net.body[-1].out_channels == 9 * stages
+    assert net.config.interpolation == interpolation and hasattr(net, "interp") == (interpolation == "learned")
+    if interpolation == "learned":  # the correction trained: not all zero any more
+        assert float(net.interp[-1].weight.abs().max()) > 0
     code, out, err = run_cli(["solve", "darcy", "-s", "34", "--seed", "3", "--method", f"nmg:{run},pcg-mg",
                               "--tol", "1e-8"], capsys)
     assert code == 0, err

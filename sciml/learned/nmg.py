@@ -78,6 +78,7 @@ BOUND = 2.0
 #: the Lanczos estimate is multiplied by this before it is compared with BOUND
 MARGIN = 1.1
 LANCZOS_STEPS = 10
+INTERPOLATIONS = ("dendy", "learned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +98,11 @@ class NMGConfig:
         symmetric). Two stages lower the held-out cycle factor 0.040 -> 0.028 (Darcy), 0.050 ->
         0.033 (ConDiff variance 0.1) and take 0-1 fewer PCG iterations, at 31.6 instead of 18.8
         finest-grid stencil applications per cycle (``benchmarks/precond.py``); the default stays 1.
+    interpolation : ``"dendy"`` (the classical hierarchy) or ``"learned"``: a second network
+        (``interp_width`` channels, ``interp_layers`` convolutions) corrects Dendy's interpolation
+        weights on every offset of every fine class (so the Galerkin coarse stencils keep
+        ``3^d`` points), on every level, trained jointly with the smoother. The hierarchy then
+        depends on the network and is built with it (:func:`hierarchy`).
     """
 
     dim: int = 2
@@ -105,8 +111,15 @@ class NMGConfig:
     layers: int = 2
     base: float = 0.5
     stages: int = 1
+    interpolation: str = "dendy"
+    interp_width: int = 16
+    interp_layers: int = 3
 
     def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"nmg interpolation must be one of {list(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.interp_width < 1 or self.interp_layers < 1:
+            raise ConfigError(f"nmg interp_width and interp_layers must be >= 1, got {self.interp_width}, {self.interp_layers}")
         if self.dim not in (2, 3):
             raise ConfigError(f"nmg dim must be 2 or 3, got {self.dim}")
         if self.kernel < 1 or self.kernel % 2 == 0:
@@ -125,24 +138,86 @@ class SmootherNet(nn.Module):
         self.config = config
         conv = nn.Conv2d if config.dim == 2 else nn.Conv3d
         points = config.kernel**config.dim
-        chans = [feature_count(config.dim)] + [config.width] * (config.layers - 1) + [config.stages * points]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
-            layers.append(conv(a, b, 3, padding=1))
-            if i < len(chans) - 2:
-                layers.append(nn.GELU())
-        nn.init.zeros_(layers[-1].weight)
-        nn.init.zeros_(layers[-1].bias)
-        self.body = nn.Sequential(*layers)
+        self.body = _body(conv, feature_count(config.dim), config.width, config.layers, config.stages * points)
         delta = torch.zeros((1, config.stages * points) + (1,) * config.dim)
         delta[0, points // 2::points] = config.base
         self.register_buffer("delta", delta, persistent=False)
+        if config.interpolation == "learned":
+            self.interp = _body(conv, feature_count(config.dim), config.interp_width, config.interp_layers,
+                                interpolation_outputs(config.dim))
 
     def config_dict(self) -> dict:
         return to_dict(self.config)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.body(features) + self.delta
+
+    def interpolation_weights(self, level: mgm.Level) -> dict:
+        """Interpolation weights of ``level`` (the form of
+        :func:`~sciml.solvers.multigrid.interpolation_weights`): Dendy's on every offset of every
+        fine class plus the learned correction (zero at initialisation), in the level's dtype."""
+        p = next(self.interp.parameters())
+        delta = self.interp(stencil_features(level.S).to(dtype=p.dtype, device=p.device)).to(level.S.dtype)
+        weights, k = {}, 0
+        for cls, ws in dendy_all_offsets(level).items():
+            start, counts = mgm._class_start_counts(level.shape, cls)
+            index = (slice(None),) + tuple(slice(a, a + 2 * (c - 1) + 1, 2) for a, c in zip(start, counts))
+            weights[cls] = []
+            for off, w in ws:
+                weights[cls].append((off, w + delta[:, k][index]))
+                k += 1
+        return weights
+
+
+def _body(conv, inputs: int, width: int, layers: int, outputs: int) -> nn.Sequential:
+    """``layers`` 3^d convolutions ``inputs -> width -> ... -> outputs``, GELU between, the last zero."""
+    chans = [inputs] + [width] * (layers - 1) + [outputs]
+    mods: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
+        mods.append(conv(a, b, 3, padding=1))
+        if i < len(chans) - 2:
+            mods.append(nn.GELU())
+    nn.init.zeros_(mods[-1].weight)
+    nn.init.zeros_(mods[-1].bias)
+    return nn.Sequential(*mods)
+
+
+def interpolation_outputs(dim: int) -> int:
+    """Interpolation weights per fine point and level: every offset of every fine class (2-D: 2 + 2 + 8)."""
+    return sum(len(mgm._class_offsets(dim, c)) for c in mgm._fine_classes(dim))
+
+
+def dendy_all_offsets(level: mgm.Level) -> dict:
+    """Dendy's interpolation weights of ``level`` on every offset of every fine class (zero where
+    Dendy's formula gives none)."""
+    dendy, out = mgm.interpolation_weights(level), {}
+    for cls in mgm._fine_classes(level.dim):
+        _, counts = mgm._class_start_counts(level.shape, cls)
+        have = dict(dendy.get(cls, []))
+        out[cls] = [(o, have[o] if o in have else level.S.new_zeros((level.B, *counts)))
+                    for o in mgm._class_offsets(level.dim, cls)]
+    return out
+
+
+def hierarchy(S: torch.Tensor, net: "SmootherNet", presmooth: int = 1, coarsest: int = mgm.COARSEST,
+              grad: bool = False) -> tuple[mgm.Multigrid, list[str]]:
+    """The multigrid hierarchy of stencils ``S`` for the network ``net``: classical (Dendy) unless
+    ``net`` learns the interpolation; then with its weights, or, if they are non-finite or the
+    coarsest Galerkin matrix is not positive definite, the classical one and a note saying so.
+    ``grad``: keep the graph (training)."""
+    if net.config.interpolation != "learned":
+        return mgm.Multigrid(S, presmooth=presmooth, coarsest=coarsest), []
+    with torch.set_grad_enabled(grad):
+        try:
+            mg = mgm.Multigrid(S, presmooth=presmooth, coarsest=coarsest, interpolation=net.interpolation_weights)
+            finite = all(bool(torch.isfinite(w).all()) for level in mg.levels[:-1]
+                         for ws in level.weights.values() for _, w in ws)
+        except DataError:
+            finite = False
+    if finite:
+        return mg, []
+    return mgm.Multigrid(S.detach(), presmooth=presmooth, coarsest=coarsest), [
+        "the nmg network's learned interpolation gave a non-finite or indefinite hierarchy; Dendy's ran instead"]
 
 
 def local_offsets(dim: int, kernel: int) -> list[tuple[int, ...]]:
@@ -216,12 +291,14 @@ class NeuralMultigrid:
     (training: the bound is differentiable, so the network learns the stencils as they are used).
     """
 
-    def __init__(self, mg: mgm.Multigrid, net: SmootherNet, check: bool = True, grad: bool = False):
+    def __init__(self, mg: mgm.Multigrid, net: SmootherNet, check: bool = True, grad: bool = False,
+                 notes: Sequence[str] = ()):
         if net.config.dim != mg.levels[0].dim:
             raise DataError(f"the nmg network was trained on {net.config.dim}-D grids; this matrix is {mg.levels[0].dim}-D")
         self.mg, self.net = mg, net
         self.offs = local_offsets(net.config.dim, net.config.kernel)
-        self.notes: list[str] = []
+        self.notes: list[str] = list(notes)
+        self._classical: Optional[mgm.Multigrid] = None
         with torch.set_grad_enabled(grad):
             self.local = [self._learned(level, check) for level in mg.levels[:-1]]
         self.finite = all(bool(torch.isfinite(W).all()) for W, _ in self.local)
@@ -265,6 +342,15 @@ class NeuralMultigrid:
         return dis * apply_local(W, apply_local_T(W, dis * r, self.offs), self.offs)
 
     @property
+    def classical(self) -> mgm.Multigrid:
+        """The classical cycle of the fallback: ``mg`` itself, or, when ``mg`` has a learned
+        interpolation, Dendy's hierarchy of the same matrices (built when first needed)."""
+        if self._classical is None:
+            self._classical = self.mg if isinstance(self.mg.interpolation, str) else mgm.Multigrid(
+                self.mg.levels[0].S.detach(), presmooth=self.mg.presmooth, postsmooth=self.mg.postsmooth)
+        return self._classical
+
+    @property
     def shape(self) -> tuple[int, ...]:
         return self.mg.shape
 
@@ -273,7 +359,7 @@ class NeuralMultigrid:
 
     def __call__(self, f: torch.Tensor) -> torch.Tensor:
         if not self.finite:
-            return self.mg(f)
+            return self.classical(f)
         return self._cycle(0, f)
 
     def _cycle(self, l: int, f: torch.Tensor) -> torch.Tensor:
@@ -285,7 +371,7 @@ class NeuralMultigrid:
         pad = (1, 1) * level.dim
         u = level.padded()
         for _ in range(mg.presmooth):
-            level.smooth(u, f)
+            u = level.smooth(u, f)
         r = f - level.matvec(u)
         stages = range(self.net.config.stages)
         for i in stages:  # u += H_i r (out of place: training differentiates through it)
@@ -295,7 +381,7 @@ class NeuralMultigrid:
         for i in reversed(stages):  # the adjoint order
             u = u + F.pad(self.smoother(l, f - level.matvec(u), i), pad)
         for _ in range(mg.postsmooth):
-            level.smooth(u, f, reverse=True)
+            u = level.smooth(u, f, reverse=True)
         return u[inner].contiguous()
 
     def error_propagation(self, e: torch.Tensor) -> torch.Tensor:
@@ -314,14 +400,14 @@ class NeuralMultigrid:
 
         with torch.no_grad():
             if not self.finite:
-                out = pcg(self.mg.matvec, b, tol, maxiter, x0, self.mg)
+                out = pcg(self.mg.matvec, b, tol, maxiter, x0, self.classical)
                 return BatchedCG(out.x, out.converged, out.iterations, out.residuals, self.notes + out.notes), 0
             first = pcg(self.mg.matvec, b, tol, maxiter, x0, self, stop=stalled)
             if bool(first.converged.all()):
                 return BatchedCG(first.x, first.converged, first.iterations, first.residuals,
                                  self.notes + first.notes), None
             at = int(first.iterations[~first.converged].min())
-            rest = pcg(self.mg.matvec, b, tol, max(maxiter - int(first.iterations.max()), 0), first.x, self.mg)
+            rest = pcg(self.mg.matvec, b, tol, max(maxiter - int(first.iterations.max()), 0), first.x, self.classical)
             notes = self.notes + first.notes + [
                 f"the neural cycle stopped helping at iteration {at} (residual fell less than {drop:g}x over "
                 f"{patience} iterations, or CG broke down); the classical V-cycle finished the solve"] + rest.notes
@@ -426,6 +512,15 @@ def _hierarchies(matrices, shape, batch: int, presmooth: int, coarsest: int, dev
             for i in range(0, len(matrices), batch)]
 
 
+def _neural(mg: mgm.Multigrid, net: SmootherNet, grad: bool = False) -> NeuralMultigrid:
+    """The neural cycle of the classical hierarchy ``mg``'s matrices: on ``mg`` itself, or on the
+    hierarchy rebuilt with the network's interpolation when it learns one."""
+    if net.config.interpolation == "learned":
+        learned, notes = hierarchy(mg.levels[0].S, net, mg.presmooth, math.prod(mg.levels[-1].shape), grad)
+        return NeuralMultigrid(learned, net, grad=grad, notes=notes)
+    return NeuralMultigrid(mg, net, grad=grad)
+
+
 def train_nmg(data: str | Path, out: str | Path, config: NMGConfig | dict | None = None, progress: bool = True,
               **options) -> dict:
     """Train the smoother network on the matrices of dataset ``data`` and write the run ``out``.
@@ -468,7 +563,7 @@ def train_nmg(data: str | Path, out: str | Path, config: NMGConfig | dict | None
                 if (step - 1) % len(order) == len(order) - 1:
                     order = torch.randperm(len(train_mg), generator=gen).tolist()
                 e = torch.randn((mg.levels[0].B, *shape), generator=gen, dtype=torch.float64).to(device)
-                loss = cycle_loss(NeuralMultigrid(mg, net, grad=True), e, opts.cycles).mean()
+                loss = cycle_loss(_neural(mg, net, grad=True), e, opts.cycles).mean()
                 if not torch.isfinite(loss):
                     raise ModelError(f"nmg training diverged at step {step}; lower lr (lr={opts.lr:g})")
                 optimiser.zero_grad(set_to_none=True)
@@ -479,7 +574,7 @@ def train_nmg(data: str | Path, out: str | Path, config: NMGConfig | dict | None
                 advance(factor=f"{running[-1]:.3f}")
                 if step % opts.log_every == 0 or step == opts.steps:
                     with torch.no_grad():
-                        val = [convergence_factor(NeuralMultigrid(m, net)) for m in val_mg]
+                        val = [convergence_factor(_neural(m, net)) for m in val_mg]
                     row = {"step": step, "train_factor": float(np.mean(running)), "lr": optimiser.param_groups[0]["lr"],
                            "val_factor": float(torch.cat(val).mean()) if val else None,
                            "seconds": time.perf_counter() - t0}
@@ -520,8 +615,8 @@ def solve_batch(matrices: Sequence[sp.spmatrix], rhs: Sequence[np.ndarray], run:
     net = _network(run, dev)
     t0 = time.perf_counter()
     with torch.no_grad():
-        mg = mgm.Multigrid(mgm.stencils(matrices, shape, dev), presmooth=presmooth)
-        nmg = NeuralMultigrid(mg, net)
+        mg, notes = hierarchy(mgm.stencils(matrices, shape, dev), net, presmooth)
+        nmg = NeuralMultigrid(mg, net, notes=notes)
     synchronize(dev)
     setup = time.perf_counter() - t0
     b = torch.from_numpy(np.stack([np.asarray(v, dtype=np.float64) for v in rhs])).to(dev).reshape(len(rhs), *mg.shape)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -205,13 +205,21 @@ class Level:
         """``A u`` for ``u`` held in the interior of the zero-padded ``upad``."""
         return apply_stencil(self.S, upad, self.active)
 
-    def smooth(self, upad: torch.Tensor, f: torch.Tensor, reverse: bool = False) -> None:
-        """One multicolour Gauss-Seidel sweep on ``A u = f`` (in place on ``upad``)."""
+    def smooth(self, upad: torch.Tensor, f: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """One multicolour Gauss-Seidel sweep on ``A u = f``; returns the new ``upad``: ``upad``
+        itself, updated in place, unless autograd must see the sweep (a stencil that requires
+        gradients: a hierarchy with learned interpolation in training), then a new tensor."""
+        graph = _graph(self.S)
         for c, counts, index, coeffs, inv in (reversed(self.classes) if reverse else self.classes):
-            r = f[index].clone()
-            for off, s in coeffs:
-                r.addcmul_(s, upad[_shifted(counts, off, c, 2)], value=-1.0)
+            if graph:
+                r = f[index] - sum(s * upad[_shifted(counts, off, c, 2)] for off, s in coeffs)
+                upad = upad.clone()
+            else:
+                r = f[index].clone()
+                for off, s in coeffs:
+                    r.addcmul_(s, upad[_shifted(counts, off, c, 2)], value=-1.0)
             upad[_shifted(counts, (0,) * self.dim, c, 2)] = r * inv
+        return upad
 
 
 def coarse_shape(shape: Sequence[int]) -> tuple[int, ...]:
@@ -272,15 +280,31 @@ def interpolation_weights(level: Level, kind: str = "dendy") -> dict:
     return weights
 
 
+def _graph(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records operations on ``tensors`` (then the transfers and sweeps run out
+    of place: an in-place update of a view saved for the backward pass breaks it)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _learned(level: Level) -> bool:
+    return _graph(*(w for ws in level.weights.values() for _, w in ws))
+
+
 def prolong(level: Level, coarse: torch.Tensor) -> torch.Tensor:
     """``P e`` on ``level`` (zero-padded result) of the coarse vector ``coarse`` ``(B, *coarse shape)``."""
     v = level.padded()
     dim, shape = level.dim, level.shape
+    graph = _learned(level)
     cstart, ccounts = _class_start_counts(shape, ())
     v[_shifted(ccounts, (0,) * dim, cstart, 2)] = coarse
     for F, ws in level.weights.items():
         start, counts = _class_start_counts(shape, F)
         if not ws:
+            continue
+        if graph:  # out of place: each class is written into a fresh copy
+            value = sum(w * v[_shifted(counts, off, start, 2)] for off, w in ws)
+            v = v.clone()
+            v[_shifted(counts, (0,) * dim, start, 2)] = value
             continue
         target = v[_shifted(counts, (0,) * dim, start, 2)]
         for off, w in ws:
@@ -291,6 +315,7 @@ def prolong(level: Level, coarse: torch.Tensor) -> torch.Tensor:
 def restrict(level: Level, r: torch.Tensor) -> torch.Tensor:
     """``P^T r`` of the fine vector ``r`` ``(B, *shape)``: the interpolation's steps reversed."""
     dim, shape = level.dim, level.shape
+    graph = _learned(level)
     t = level.padded()
     t[_interior(dim)] = r
     for F in reversed(list(level.weights)):
@@ -299,6 +324,12 @@ def restrict(level: Level, r: torch.Tensor) -> torch.Tensor:
             continue
         start, counts = _class_start_counts(shape, F)
         source = t[_shifted(counts, (0,) * dim, start, 2)]
+        if graph:
+            t = t.clone()
+            for off, w in ws:
+                target = _shifted(counts, off, start, 2)
+                t[target] = t[target] + w * source
+            continue
         for off, w in ws:
             t[_shifted(counts, off, start, 2)].addcmul_(w, source)
     cstart, ccounts = _class_start_counts(shape, ())
@@ -354,21 +385,26 @@ class Multigrid:
     """Batched multigrid hierarchy of ``B`` stencils ``S`` ``(B, 3^d, *shape)`` (torch, float64).
 
     ``Multigrid(S)(f)`` applies one symmetric V(``presmooth``, ``postsmooth``)-cycle from a zero
-    initial guess to ``f`` ``(B, *shape)``: an SPD approximation of ``A^-1``.
+    initial guess to ``f`` ``(B, *shape)``: an SPD approximation of ``A^-1``. ``interpolation``:
+    ``"dendy"``, ``"bilinear"`` or a function of a :class:`Level` returning its weights in the
+    form of :func:`interpolation_weights` (a learned interpolation, :mod:`sciml.learned.nmg`; any
+    weights keep the cycle SPD, since ``P`` injects the coarse points and so has full rank).
     """
 
     def __init__(self, S: torch.Tensor, presmooth: int = 1, postsmooth: int | None = None,
-                 interpolation: str = "dendy", coarsest: int = COARSEST):
-        if interpolation not in INTERPOLATIONS:
+                 interpolation: str | Callable[[Level], dict] = "dendy", coarsest: int = COARSEST):
+        if not callable(interpolation) and interpolation not in INTERPOLATIONS:
             raise UnknownNameError("interpolation", interpolation, list(INTERPOLATIONS))
         if S.dtype != torch.float64:
             raise ConfigError(f"multigrid stencils must be float64, got {S.dtype}")
+        self.interpolation = interpolation
         self.presmooth = int(presmooth)
         self.postsmooth = self.presmooth if postsmooth is None else int(postsmooth)
         self.levels = [Level(S)]
         while math.prod(self.levels[-1].shape) > coarsest and min(self.levels[-1].shape) >= 3:
             fine = self.levels[-1]
-            fine.weights = interpolation_weights(fine, interpolation)
+            fine.weights = (interpolation(fine) if callable(interpolation)
+                            else interpolation_weights(fine, interpolation))
             self.levels.append(Level(galerkin(fine)))
         self._factor_coarsest()
 
@@ -399,12 +435,12 @@ class Multigrid:
             return torch.cholesky_solve(rhs, self.coarse_factor).reshape(f.shape)
         u = level.padded()
         for _ in range(self.presmooth):
-            level.smooth(u, f)
+            u = level.smooth(u, f)
         r = f - level.matvec(u)
         e = self._cycle(l + 1, restrict(level, r))
-        u += prolong(level, e)
+        u = u + prolong(level, e) if _graph(level.S) else u.add_(prolong(level, e))
         for _ in range(self.postsmooth):
-            level.smooth(u, f, reverse=True)
+            u = level.smooth(u, f, reverse=True)
         return u[_interior(level.dim)].contiguous()
 
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
