@@ -12,6 +12,9 @@ the three methods with a trained operator (``sciml.learned.neural_precond``):
           Gauss-Seidel sweeps with a learned smoother on every level (its own small network,
           trained on the same 64^2 fields, ``sciml train nmg``)
   nmg2    the same with two learned stages per smoothing side (``--set stages=2``)
+  nmgi    nmg2 with a learned interpolation on every level, trained jointly with the smoother
+          (``--set stages=2 --set interpolation=learned``): the hierarchy's Galerkin operators
+          are built with the network's interpolation
 
 The neural multigrid's targets (shared/TARGETS.md, issue 19) are judged against PCG-MG with the
 same hierarchy and sweeps: iterations <= 0.6x at every size 64^2..1024^2, growth <= 1.15x per
@@ -80,15 +83,17 @@ CLASSICAL = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg"]
 #: learned solver is compared with the structured multigrid on the same hardware
 SAME_DEVICE = ("pcg-mg",)
 #: methods run at every size of the protocol's mg_sizes (the rest at sizes)
-MG_METHODS = ("pcg-amg", "pcg-mg", "nmg", "nmg2")
+MG_METHODS = ("pcg-amg", "pcg-mg", "nmg", "nmg2", "nmgi")
 NET_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2"]
-#: the neural multigrid variants: learned stages per smoothing side (``NMGConfig.stages``)
-NMG_STAGES = {"nmg": 1, "nmg2": 2}
+NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi"]
+#: the neural multigrid variants: their network config (``NMGConfig``: learned stages per
+#: smoothing side, learned interpolation)
+NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2, "interpolation": "learned"}}
 NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
 LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "pcg-mg": "PCG-MG",
           "fcg": "FCG+net", "fgmres": "FGMRES+net", "hints": "HINTS (GS+net)",
-          "nmg": "NMG (PCG)", "nmg2": "NMG, 2 stages"}
+          "nmg": "NMG (PCG)", "nmg2": "NMG, 2 stages",
+          "nmgi": "NMG, 2 stages + learned P"}
 FAMILIES = {
     "darcy": {"pde": "darcy", "params": {}, "offset": 2},
     "condiff-low": {"pde": "condiff", "params": {"variance": 0.1}, "offset": 0},
@@ -113,7 +118,7 @@ def training_data(family: str, protocol: dict, out: Path) -> Path:
 
 
 def train_nmg_run(family: str, protocol: dict, out: Path, device: str, variant: str = "nmg") -> dict:
-    steps, stages = protocol["nmg_steps"], NMG_STAGES[variant]
+    steps, config = protocol["nmg_steps"], NMG_STAGES[variant]
     run_dir = out / "runs" / f"{family}-{variant}-{protocol['n_train']}x{steps}"
     if (run_dir / "run.json").exists():
         meta = json.loads((run_dir / "run.json").read_text())
@@ -121,8 +126,8 @@ def train_nmg_run(family: str, protocol: dict, out: Path, device: str, variant: 
         return {"run_dir": str(run_dir), "val_factor": meta.get("val_factor"), "seconds": meta.get("seconds"),
                 "classical_factor": meta.get("classical_factor"), "parameters": meta.get("parameters"), "reused": True}
     data = training_data(family, protocol, out)
-    print(f"{family}: training the neural multigrid smoother ({stages} stage(s), {steps} steps) ...", flush=True)
-    r = nmg.train_nmg(data, run_dir, config={"stages": stages}, progress=False, steps=steps, device=device)
+    print(f"{family}: training the neural multigrid smoother ({config}, {steps} steps) ...", flush=True)
+    r = nmg.train_nmg(data, run_dir, config=config, progress=False, steps=steps, device=device)
     print(f"{family}: trained in {r['seconds']:.0f} s, cycle factor {r['val_factor']:.3f} held out "
           f"(classical {r['classical_factor']:.3f})", flush=True)
     return {"run_dir": r["run_dir"], "val_factor": r["val_factor"], "seconds": r["seconds"],
@@ -162,9 +167,12 @@ def solve_row(A, b, method: str) -> dict:
 def cycle_costs(A, run_dir: str) -> dict:
     """One preconditioner application in finest-grid stencil applications: the classical V-cycle's
     and the neural one's (:func:`sciml.learned.nmg.cycle_cost`)."""
-    mg = mgm.Multigrid(mgm.stencils([A]))
+    S = mgm.stencils([A])
     net = nmg.load_nmg(run_dir)[0]
-    return nmg.cycle_cost(mg, net.config.kernel ** net.config.dim, net.config.stages)
+    with torch.no_grad():
+        learned = nmg.hierarchy(S, net)[0]  # a learned interpolation has more weights to apply
+    return {"classical": nmg.cycle_cost(mgm.Multigrid(S))["classical"],
+            "neural": nmg.cycle_cost(learned, net.config.kernel ** net.config.dim, net.config.stages)["neural"]}
 
 
 #: classical sweeps per side of the "smoothing limit" rows: PCG with V(nu, nu) on the same hierarchy
@@ -215,8 +223,8 @@ def bench_family(family: str, protocol: dict, args, out: Path) -> tuple[list[dic
                 if not any(r["n"] == n and "limit" in r for r in rows):
                     row["limit"] = smoothing_limit(A, b, n)
                 with torch.no_grad():
-                    cycle = nmg.NeuralMultigrid(mgm.Multigrid(mgm.stencils([A], (n, n), NET_DEVICE)),
-                                                nmg.load_nmg(runs[m]["run_dir"])[0].to(NET_DEVICE))
+                    net = nmg.load_nmg(runs[m]["run_dir"])[0].to(NET_DEVICE)
+                    cycle = nmg.NeuralMultigrid(nmg.hierarchy(mgm.stencils([A], (n, n), NET_DEVICE), net)[0], net)
                     row["factor"] = float(nmg.convergence_factor(cycle, cycles=16)[0])
             rows.append(row)
             print(f"{family} {n}^2 {LABELS[m]:>15}: {row['iterations']:6d} it {row['total_s']:8.3f} s"
@@ -317,7 +325,8 @@ def write_outputs(rows, runs, out: Path, protocol_name: str, notes: list[str], w
         for v in NMG_STAGES:
             nmg_run = fam_runs.get(v)
             if nmg_run:
-                lines += [f"{LABELS[v]} smoother network ({NMG_STAGES[v]} learned stage(s) per side) trained at 64^2 "
+                lines += [f"{LABELS[v]} smoother network ({NMG_STAGES[v]['stages']} learned stage(s) per side"
+                          f"{', learned interpolation' if NMG_STAGES[v].get('interpolation') else ''}) trained at 64^2 "
                           f"({nmg_run['parameters']} parameters, held-out cycle convergence factor "
                           f"{nmg_run['val_factor']:.3f} vs classical {nmg_run['classical_factor']:.3f}, "
                           f"{nmg_run['seconds']:.0f} s{', reused' if nmg_run['reused'] else ''}).", ""]

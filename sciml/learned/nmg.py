@@ -34,6 +34,20 @@ where 1.1 times the estimate exceeds 2 (a trained network sits near 1.5; the che
 untrained or mismatched networks). Plain PCG applies; the dense check on small grids is in
 ``tests/test_nmg.py``.
 
+**Learned interpolation** (``NMGConfig.interpolation = "learned"``). A learned smoother trained
+with Dendy's interpolation fixed leaves a broad band of error that no better interpolation of
+the same sparsity removes alone, and vice versa (``benchmarks/interpolation_bound.py``,
+``benchmarks/joint_interpolation_probe.py``): the two are learned together. A second small
+network maps the same features of a level to corrections of Dendy's interpolation weights on
+every offset of every fine class (2-D: 2 + 2 + 8 per point), zero at initialisation, so ``P``
+keeps Dendy's sparsity and the Galerkin operators ``P^T A P`` their ``3^d``-point stencils. The
+hierarchy is then built with the network (:func:`hierarchy`), level by level: the weights of a
+level come from its own Galerkin stencil. Any weights keep the cycle SPD (``P`` injects the
+coarse points, so it has full rank and ``P^T A P`` is SPD); non-finite weights, or a coarsest
+matrix Cholesky rejects, fall back to Dendy's hierarchy with a note. Training differentiates
+through the whole set-up (weights, Galerkin products, the coarsest Cholesky factor): the
+multigrid transfers and sweeps run out of place when autograd records them.
+
 **Training** (``sciml train nmg --data D.h5 --out RUN``): the hierarchies of the dataset's
 matrices are built once; a step draws random errors ``e``, applies the cycle's error
 propagator ``E = I - B A`` a few times and minimises the mean log of the energy-norm reduction
@@ -418,7 +432,8 @@ class NeuralMultigrid:
     def cost(self) -> dict:
         """Multiply-adds of one cycle in units of one finest-level stencil application
         (``A u`` on the finest grid): ``{"classical": V-cycle alone, "neural": with the learned steps}``."""
-        return cycle_cost(self.mg, self.net.config.kernel**self.net.config.dim, self.net.config.stages)
+        neural = cycle_cost(self.mg, self.net.config.kernel**self.net.config.dim, self.net.config.stages)
+        return {"classical": cycle_cost(self.classical)["classical"], "neural": neural["neural"]}
 
 
 def cycle_cost(mg: mgm.Multigrid, local_points: int = 0, stages: int = 1) -> dict:
