@@ -6,11 +6,10 @@ interpolation of Dendy's sparsity lowers the two-grid factor only 1.2-1.7x: thos
 trained with Dendy's interpolation fixed and leave a broad band of error. This probe trains, on
 the two-grid cycle of ``N`` unseen-size systems, a small CNN that corrects Dendy's interpolation
 weights (every offset of every fine class, so the Galerkin coarse stencils stay 9-point), alone
-or jointly with the NMG smoother network, and reports the held-out two-grid factor. It runs
-outside the package on purpose: the solver's prolongation and restriction update views in
-place, which autograd cannot differentiate through once the weights require gradients, so
-:func:`prolong` / :func:`restrict` here are out-of-place versions (checked against
-``sciml.solvers.multigrid`` to 1e-14 at start-up).
+or jointly with the NMG smoother network, and reports the held-out two-grid factor. The probe
+led to ``sciml train nmg --set interpolation=learned``, which learns the same correction on
+every level of the V-cycle; it now uses the package's network (``SmootherNet.interp``) and its
+transfers (out of place when the weights require gradients).
 
 The two-grid cycle (exact coarse solve, dense Cholesky of the Galerkin matrix) is
 
@@ -31,6 +30,7 @@ fine-tuned on the same loss: the control), ``joint`` (both).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import tempfile
@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precond import FAMILIES  # noqa: E402  (benchmarks/precond.py)
@@ -49,93 +48,40 @@ from solvers import add_row, markdown_report, write_report  # noqa: E402
 from sciml import datasets  # noqa: E402
 from sciml.learned import nmg  # noqa: E402
 from sciml.learned.neural_precond import load_matrices  # noqa: E402
-from sciml.learned.stencil_features import feature_count, stencil_features  # noqa: E402
 from sciml.solvers import multigrid as mgm  # noqa: E402
 
 MODES = ("interpolation", "smoother", "joint")
 
 
 def prolong(level: mgm.Level, coarse: torch.Tensor, weights: dict) -> torch.Tensor:
-    """``P e`` (zero-padded), out of place: each class is written into a fresh copy."""
-    dim, shape = level.dim, level.shape
-    cstart, ccounts = mgm._class_start_counts(shape, ())
-    v = level.padded().clone()
-    v[mgm._shifted(ccounts, (0,) * dim, cstart, 2)] = coarse
-    for cls, ws in weights.items():
-        start, counts = mgm._class_start_counts(shape, cls)
-        if ws:
-            value = sum(w * v[mgm._shifted(counts, off, start, 2)] for off, w in ws)
-            v = v.clone()
-            v[mgm._shifted(counts, (0,) * dim, start, 2)] = value
-    return v
+    """``P e`` (zero-padded) with interpolation ``weights`` (out of place when they require gradients)."""
+    level.weights = weights
+    return mgm.prolong(level, coarse)
 
 
 def restrict(level: mgm.Level, r: torch.Tensor, weights: dict) -> torch.Tensor:
-    """``P^T r``, out of place (the steps of :func:`prolong` reversed)."""
-    dim, shape = level.dim, level.shape
-    t = level.padded().clone()
-    t[mgm._interior(dim)] = r
-    for cls in reversed(list(weights)):
-        if not weights[cls]:
-            continue
-        start, counts = mgm._class_start_counts(shape, cls)
-        source = t[mgm._shifted(counts, (0,) * dim, start, 2)]
-        t = t.clone()
-        for off, w in weights[cls]:
-            target = mgm._shifted(counts, off, start, 2)
-            t[target] = t[target] + w * source
-    cstart, ccounts = mgm._class_start_counts(shape, ())
-    return t[mgm._shifted(ccounts, (0,) * dim, cstart, 2)]
+    """``P^T r`` with interpolation ``weights``."""
+    level.weights = weights
+    return mgm.restrict(level, r)
 
 
-def dendy_all_offsets(level: mgm.Level) -> dict:
-    """Dendy's weights on every offset of every fine class (zero where Dendy has none)."""
-    dendy, out = mgm.interpolation_weights(level), {}
-    for cls in mgm._fine_classes(level.dim):
-        _, counts = mgm._class_start_counts(level.shape, cls)
-        have = dict(dendy.get(cls, []))
-        out[cls] = [(o, have.get(o, level.S.new_zeros((level.B, *counts)))) for o in mgm._class_offsets(level.dim, cls)]
-    return out
-
-
-class InterpolationNet(nn.Module):
-    """Stencil features -> corrections of every interpolation weight (zero at initialisation)."""
-
-    def __init__(self, dim: int = 2, width: int = 16, layers: int = 3):
-        super().__init__()
-        outputs = sum(len(mgm._class_offsets(dim, c)) for c in mgm._fine_classes(dim))
-        chans = [feature_count(dim)] + [width] * (layers - 1) + [outputs]
-        mods: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
-            mods.append(nn.Conv2d(a, b, 3, padding=1))
-            if i < len(chans) - 2:
-                mods.append(nn.GELU())
-        nn.init.zeros_(mods[-1].weight)
-        nn.init.zeros_(mods[-1].bias)
-        self.body = nn.Sequential(*mods)
-
-    def weights(self, level: mgm.Level) -> dict:
-        base = dendy_all_offsets(level)
-        delta = self.body(stencil_features(level.S))
-        out, k = {}, 0
-        for cls, ws in base.items():
-            start, counts = mgm._class_start_counts(level.shape, cls)
-            index = (slice(None),) + tuple(slice(s, s + 2 * (c - 1) + 1, 2) for s, c in zip(start, counts))
-            out[cls] = []
-            for off, w in ws:
-                out[cls].append((off, w + delta[:, k][index]))
-                k += 1
-        return out
+def with_interpolation(run: str) -> nmg.SmootherNet:
+    """The trained smoother of ``run`` with a learned interpolation added (zero correction at first)."""
+    smoother = nmg.load_nmg(run)[0]
+    config = dataclasses.replace(smoother.config, interpolation="learned")
+    net = nmg.SmootherNet(config)
+    net.body.load_state_dict(smoother.body.state_dict())
+    return net.double()
 
 
 class TwoGrid:
     """The NMG cycle on two levels with interpolation ``weights`` and an exact coarse solve."""
 
-    def __init__(self, S: torch.Tensor, smoother: nmg.SmootherNet, interp: InterpolationNet | None):
+    def __init__(self, S: torch.Tensor, smoother: nmg.SmootherNet, interp: nmg.SmootherNet | None):
         self.level = level = mgm.Level(S)
         self.nmg = nmg.NeuralMultigrid(mgm.Multigrid(S, coarsest=math.prod(mgm.coarse_shape(level.shape))), smoother,
                                        grad=torch.is_grad_enabled())
-        self.W = interp.weights(level) if interp is not None else dendy_all_offsets(level)
+        self.W = interp.interpolation_weights(level) if interp is not None else nmg.dendy_all_offsets(level)
         cshape = mgm.coarse_shape(level.shape)
         eye = torch.eye(math.prod(cshape), dtype=S.dtype)
         cols = [restrict(level, level.matvec(prolong(level, eye[j].reshape(1, *cshape).expand(level.B, *cshape), self.W)),
@@ -182,26 +128,14 @@ class TwoGrid:
         return float(((self.energy(e) / half) ** (0.5 / (cycles - cycles // 2))).mean())
 
 
-def check_transfers(S: torch.Tensor) -> None:
-    level = mgm.Level(S)
-    level.weights = mgm.interpolation_weights(level)
-    W = dendy_all_offsets(level)
-    gen = torch.Generator().manual_seed(1)
-    c = torch.randn((level.B, *mgm.coarse_shape(level.shape)), generator=gen, dtype=torch.float64)
-    r = torch.randn((level.B, *level.shape), generator=gen, dtype=torch.float64)
-    assert float((prolong(level, c, W) - mgm.prolong(level, c)).abs().max()) < 1e-13
-    assert float((restrict(level, r, W) - mgm.restrict(level, r)).abs().max()) < 1e-13
-
-
 def probe(mode: str, S_train, S_val, run: str, steps: int, batch: int, seed: int = 0) -> dict:
-    smoother = nmg.load_nmg(run)[0]
-    interp = InterpolationNet().double() if mode != "smoother" else None
-    params = list(interp.parameters()) if interp is not None else []
+    smoother = with_interpolation(run)
+    interp = smoother if mode != "smoother" else None
+    params = list(smoother.interp.parameters()) if interp is not None else []
+    for p in smoother.body.parameters():
+        p.requires_grad_(mode != "interpolation")
     if mode != "interpolation":
-        smoother.train()
-        for p in smoother.parameters():
-            p.requires_grad_(True)
-        params += list(smoother.parameters())
+        params += list(smoother.body.parameters())
     with torch.no_grad():
         before = TwoGrid(S_val, smoother, interp).factor()
     opt = torch.optim.Adam(params, lr=1e-3 if mode == "joint" else 3e-3)
@@ -248,7 +182,6 @@ def main() -> None:
                           progress=False, **spec["params"])
         matrices, shape, _ = load_matrices(data, None)
     S = mgm.stencils(matrices, shape)
-    check_transfers(S[:2])
     S_train, S_val = S[:-8], S[-8:]
     lines = markdown_report(
         f"Learning the interpolation with the NMG smoother: two-grid probe ({args.family}, {args.n}^2)",
