@@ -289,12 +289,16 @@ def test_learned_interpolation_hierarchy_equals_a_dense_per_level_reference(name
         k = 0
         for F, ws in level.weights.items():
             start, counts = mgm._class_start_counts(level.shape, F)
-            for (off, w), (off0, w0) in zip(ws, base[F]):
+            index = tuple(slice(a, a + 2 * (c - 1) + 1, 2) for a, c in zip(start, counts))
+            raw = delta[k:k + len(ws)][(slice(None),) + index]
+            want = raw - raw.mean(axis=0)  # the class's correction, projected to zero sum
+            for i, ((off, w), (off0, w0)) in enumerate(zip(ws, base[F])):
                 assert off == off0
-                index = tuple(slice(a, None, 2) for a in start)
-                within = tuple(slice(0, c) for c in counts)
-                np.testing.assert_allclose(w[0].numpy(), w0[0].numpy() + delta[k][index][within], rtol=1e-12, atol=1e-12)
-                k += 1
+                np.testing.assert_allclose(w[0].numpy(), w0[0].numpy() + want[i], rtol=1e-12, atol=1e-12)
+            k += len(ws)
+            # so constants are interpolated as Dendy's P does
+            total = sum(w[0] for _, w in ws) - sum(w0[0] for _, w0 in base[F])
+            assert float(total.abs().max()) <= 1e-12 and float(np.abs(want).max()) > 1e-3
         assert k == nmg.interpolation_outputs(dim)
         P = dense_interpolation(level.weights, level.shape)
         gen = np.random.default_rng(l)

@@ -169,17 +169,24 @@ class SmootherNet(nn.Module):
     def interpolation_weights(self, level: mgm.Level) -> dict:
         """Interpolation weights of ``level`` (the form of
         :func:`~sciml.solvers.multigrid.interpolation_weights`): Dendy's on every offset of every
-        fine class plus the learned correction (zero at initialisation), in the level's dtype."""
+        fine class plus the learned correction (zero at initialisation), in the level's dtype.
+
+        The correction of a fine point sums to zero over its offsets, so ``P`` interpolates
+        constants exactly wherever Dendy's does. Without it the learned weights perturb the
+        interpolation of smooth errors by ``O(delta)``, whose energy grows like ``h^-2``: a network
+        trained at 64^2 took 4 PCG iterations there and 11 at 1024^2 (factor 0.69); with it the
+        perturbation is ``O(h delta)``, of bounded energy."""
         p = next(self.interp.parameters())
         delta = self.interp(stencil_features(level.S).to(dtype=p.dtype, device=p.device)).to(level.S.dtype)
         weights, k = {}, 0
         for cls, ws in dendy_all_offsets(level).items():
             start, counts = mgm._class_start_counts(level.shape, cls)
-            index = (slice(None),) + tuple(slice(a, a + 2 * (c - 1) + 1, 2) for a, c in zip(start, counts))
-            weights[cls] = []
-            for off, w in ws:
-                weights[cls].append((off, w + delta[:, k][index]))
-                k += 1
+            index = (slice(None), slice(k, k + len(ws))) + tuple(slice(a, a + 2 * (c - 1) + 1, 2)
+                                                                for a, c in zip(start, counts))
+            d = delta[index]
+            d = d - d.mean(dim=1, keepdim=True)  # zero sum: constants stay interpolated as Dendy does
+            weights[cls] = [(off, w + d[:, i]) for i, (off, w) in enumerate(ws)]
+            k += len(ws)
         return weights
 
 
