@@ -430,6 +430,21 @@ def test_stall_rule_hands_over_and_reports_the_iteration():
     assert np.linalg.norm(A @ x - b) <= 1.0001e-8 * np.linalg.norm(b)
 
 
+def test_fine_tuning_starts_from_the_init_run(trained, tmp_path, capsys):
+    """``--option init=RUN``: the network starts as RUN's (one step at a tiny learning rate moves
+    it by at most lr per weight); the config comes from RUN, so ``--set`` with it is refused."""
+    data = tmp_path / "darcy.h5"
+    datasets.generate("darcy", n=6, resolution=18, seed=1, out=data)
+    r = nmg.train_nmg(data, tmp_path / "ft", progress=False, steps=1, batch_size=2, lr=1e-7, init=trained["run_dir"])
+    before, after = nmg.load_nmg(trained["run_dir"])[0], nmg.load_nmg(r["run_dir"])[0]
+    assert after.config == before.config
+    gap = max(float((a - b).detach().abs().max()) for a, b in zip(after.parameters(), before.parameters()))
+    assert 0 < gap <= 2e-7
+    code, _, err = run_cli(["train", "nmg", "--data", str(data), "--out", str(tmp_path / "ft2"), "--steps", "1",
+                            "--option", f"init={trained['run_dir']}", "--set", "stages=2"], capsys)
+    assert_one_line_error(code, err, "init run")
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -447,7 +462,7 @@ def test_cli_trains_and_solves(tmp_path, capsys, stages, interpolation):
     assert net.config.stages == stages and net.body[-1].out_channels == 9 * stages
     assert net.config.interpolation == interpolation and hasattr(net, "interp") == (interpolation == "learned")
     if interpolation == "learned":  # the correction trained: not all zero any more
-        assert float(net.interp[-1].weight.abs().max()) > 0
+        assert float(net.interp[-1].weight.detach().abs().max()) > 0
     code, out, err = run_cli(["solve", "darcy", "-s", "34", "--seed", "3", "--method", f"nmg:{run},pcg-mg",
                               "--tol", "1e-8"], capsys)
     assert code == 0, err

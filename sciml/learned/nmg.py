@@ -477,6 +477,8 @@ class NMGTrainOptions:
     lr : Adam learning rate, cosine-annealed to 1 % over the steps.
     presmooth : classical Gauss-Seidel sweeps before (and after) the learned step, as in the
         classical cycle it is compared with.
+    init : a trained nmg run to start from, with its network config (fine-tuning, e.g. a network
+        trained at 64^2 on 128^2 fields, whose deeper hierarchies it then sees).
     coarsest : the training hierarchies coarsen down to this many points (a solve coarsens to
         :data:`~sciml.solvers.multigrid.COARSEST`); small, so that the loss sees the deep
         V-cycles of large grids and the network the coarse Galerkin levels.
@@ -494,6 +496,7 @@ class NMGTrainOptions:
     log_every: int = 25
     device: str = "auto"
     num_threads: Optional[int] = None
+    init: Optional[str] = None
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.cycles < 2 or self.presmooth < 0 or self.log_every < 1:
@@ -556,6 +559,12 @@ def train_nmg(data: str | Path, out: str | Path, config: NMGConfig | dict | None
     with runtime.limit_threads(opts.num_threads):
         matrices, shape, info = load_matrices(data, opts.n_train)
         dim = len(shape)
+        start = None
+        if opts.init is not None:
+            start = load_nmg(opts.init)[0]
+            if config:
+                raise ConfigError(f"the network config comes from the init run {opts.init}; drop --set")
+            config = start.config
         if config is None or isinstance(config, dict):
             config = from_dict(NMGConfig, {"dim": dim, **(config or {})}, "nmg network config")
         if config.dim != dim:
@@ -564,7 +573,10 @@ def train_nmg(data: str | Path, out: str | Path, config: NMGConfig | dict | None
         if len(matrices) - n_val < 1:
             raise ConfigError(f"{len(matrices)} samples leave none for training with val_fraction={opts.val_fraction}")
         torch.manual_seed(opts.seed)
-        net = SmootherNet(config).to(device)
+        net = SmootherNet(config)
+        if start is not None:
+            net.load_state_dict(start.state_dict())
+        net = net.to(device)
         train_mg = _hierarchies(matrices[: len(matrices) - n_val], shape, opts.batch_size, opts.presmooth, opts.coarsest, device)
         val_mg = _hierarchies(matrices[len(matrices) - n_val:], shape, opts.batch_size, opts.presmooth, opts.coarsest, device)
         classical = float(torch.cat([convergence_factor(mg) for mg in (val_mg or train_mg)]).mean())
@@ -576,7 +588,7 @@ def train_nmg(data: str | Path, out: str | Path, config: NMGConfig | dict | None
         running: list[float] = []
         t0 = time.perf_counter()
         meta = {"dim": dim, "shape": list(shape), "pde": info.get("pde"), "data": str(Path(data).resolve()),
-                "train": to_dict(opts), "parameters": sum(p.numel() for p in net.parameters()),
+                "train": to_dict(opts), "parameters": sum(p.numel() for p in net.parameters()), "init": opts.init,
                 "classical_factor": classical}
         with runtime.progress(opts.steps, "nmg", enabled=progress, text="factor {task.fields[factor]}",
                               fields={"factor": "-"}) as advance:
