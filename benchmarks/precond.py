@@ -15,6 +15,8 @@ the three methods with a trained operator (``sciml.learned.neural_precond``):
   nmgi    nmg2 with a learned interpolation on every level, trained jointly with the smoother
           (``--set stages=2 --set interpolation=learned``): the hierarchy's Galerkin operators
           are built with the network's interpolation
+  nmg2ft128  nmg2 fine-tuned for 100 more steps on 100 fields at 128^2 (``--option init=RUN``),
+          whose deeper hierarchies it then sees (the issue allows training sizes <= 128^2)
 
 The neural multigrid's targets (shared/TARGETS.md, issue 19) are judged against PCG-MG with the
 same hierarchy and sweeps: iterations <= 0.6x at every size 64^2..1024^2, growth <= 1.15x per
@@ -83,17 +85,18 @@ CLASSICAL = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg"]
 #: learned solver is compared with the structured multigrid on the same hardware
 SAME_DEVICE = ("pcg-mg",)
 #: methods run at every size of the protocol's mg_sizes (the rest at sizes)
-MG_METHODS = ("pcg-amg", "pcg-mg", "nmg", "nmg2", "nmgi")
+MG_METHODS = ("pcg-amg", "pcg-mg", "nmg", "nmg2", "nmgi", "nmg2ft128")
 NET_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi"]
+NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi", "nmg2ft128"]
 #: the neural multigrid variants: their network config (``NMGConfig``: learned stages per
 #: smoothing side, learned interpolation)
-NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2, "interpolation": "learned"}}
+NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2, "interpolation": "learned"},
+              "nmg2ft128": {"stages": 2, "finetune": {"from": "nmg2", "size": 128, "steps": 100, "lr": 1e-3}}}
 NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
 LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "pcg-mg": "PCG-MG",
           "fcg": "FCG+net", "fgmres": "FGMRES+net", "hints": "HINTS (GS+net)",
           "nmg": "NMG (PCG)", "nmg2": "NMG, 2 stages",
-          "nmgi": "NMG, 2 stages + learned P"}
+          "nmgi": "NMG, 2 stages + learned P", "nmg2ft128": "NMG, 2 stages, tuned at 128^2"}
 FAMILIES = {
     "darcy": {"pde": "darcy", "params": {}, "offset": 2},
     "condiff-low": {"pde": "condiff", "params": {"variance": 0.1}, "offset": 0},
@@ -107,12 +110,12 @@ PROTOCOLS = {
 MODEL_CONFIG = {"mgno": {}, "fno": {}, "unet": {}}
 
 
-def training_data(family: str, protocol: dict, out: Path) -> Path:
+def training_data(family: str, protocol: dict, out: Path, size: int = 64) -> Path:
     spec, n = FAMILIES[family], protocol["n_train"]
-    data = out / "data" / f"{family}-64-{n}.h5"
+    data = out / "data" / f"{family}-{size}-{n}.h5"
     if not data.exists():
-        print(f"{family}: generating {n} training fields at 64^2 unknowns ...", flush=True)
-        datasets.generate(spec["pde"], n=n, resolution=64 + spec["offset"], seed=0, out=data, progress=False,
+        print(f"{family}: generating {n} training fields at {size}^2 unknowns ...", flush=True)
+        datasets.generate(spec["pde"], n=n, resolution=size + spec["offset"], seed=0, out=data, progress=False,
                           **spec["params"])
     return data
 
@@ -125,9 +128,17 @@ def train_nmg_run(family: str, protocol: dict, out: Path, device: str, variant: 
         print(f"{family}: reusing {run_dir}", flush=True)
         return {"run_dir": str(run_dir), "val_factor": meta.get("val_factor"), "seconds": meta.get("seconds"),
                 "classical_factor": meta.get("classical_factor"), "parameters": meta.get("parameters"), "reused": True}
-    data = training_data(family, protocol, out)
-    print(f"{family}: training the neural multigrid smoother ({config}, {steps} steps) ...", flush=True)
-    r = nmg.train_nmg(data, run_dir, config=config, progress=False, steps=steps, device=device)
+    if "finetune" in config:  # start from another variant's run, go on on larger fields
+        tune = config["finetune"]
+        base = train_nmg_run(family, protocol, out, device, tune["from"])
+        data = training_data(family, protocol, out, tune["size"])
+        print(f"{family}: fine-tuning {base['run_dir']} on {tune['size']}^2 fields ...", flush=True)
+        r = nmg.train_nmg(data, run_dir, progress=False, steps=max(1, tune["steps"] * steps // 400), lr=tune["lr"],
+                          init=base["run_dir"], device=device)
+    else:
+        data = training_data(family, protocol, out)
+        print(f"{family}: training the neural multigrid smoother ({config}, {steps} steps) ...", flush=True)
+        r = nmg.train_nmg(data, run_dir, config=config, progress=False, steps=steps, device=device)
     print(f"{family}: trained in {r['seconds']:.0f} s, cycle factor {r['val_factor']:.3f} held out "
           f"(classical {r['classical_factor']:.3f})", flush=True)
     return {"run_dir": r["run_dir"], "val_factor": r["val_factor"], "seconds": r["seconds"],
@@ -325,9 +336,11 @@ def write_outputs(rows, runs, out: Path, protocol_name: str, notes: list[str], w
         for v in NMG_STAGES:
             nmg_run = fam_runs.get(v)
             if nmg_run:
+                tune = NMG_STAGES[v].get("finetune")
                 lines += [f"{LABELS[v]} smoother network ({NMG_STAGES[v]['stages']} learned stage(s) per side"
-                          f"{', learned interpolation' if NMG_STAGES[v].get('interpolation') else ''}) trained at 64^2 "
-                          f"({nmg_run['parameters']} parameters, held-out cycle convergence factor "
+                          f"{', learned interpolation' if NMG_STAGES[v].get('interpolation') else ''}) trained at 64^2"
+                          + (f" and fine-tuned at {tune['size']}^2 " if tune else " ")
+                          + f"({nmg_run['parameters']} parameters, held-out cycle convergence factor "
                           f"{nmg_run['val_factor']:.3f} vs classical {nmg_run['classical_factor']:.3f}, "
                           f"{nmg_run['seconds']:.0f} s{', reused' if nmg_run['reused'] else ''}).", ""]
         lines += ["| unknowns | " + " | ".join(LABELS[m] for m in methods) + " |", "|---|" + "---|" * len(methods)]
