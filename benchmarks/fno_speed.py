@@ -10,7 +10,11 @@ sensitive to a busy machine). Threads are left as torch sets them.
 neuraloperator is a benchmark-only dependency (extra ``[bench]``)::
 
     pip install neuraloperator   # or: pip install --no-deps neuraloperator tensorly tensorly-torch opt-einsum
-    python benchmarks/fno_speed.py --quick [--device cpu|cuda] [--json out.json]
+    python benchmarks/fno_speed.py --quick [--device cpu|cuda] [--json out.json] [--variants fp32,bf16,compile]
+
+``--variants`` also times sciml's step with bf16 autocast and with ``torch.compile`` (the
+``--precision bf16`` and ``--compile`` of ``sciml train``), each against neuraloperator's fp32 step
+(issue 22's goal on a GPU: <= 0.7x).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from sciml import operators
 
 BATCH, SIZE, MODES, WIDTH, LAYERS, PROJECTION = 20, 85, 12, 32, 4, 128
+VARIANTS = ("fp32", "bf16", "compile", "compile-bf16")
 
 
 def n_real_parameters(model: torch.nn.Module) -> int:
@@ -97,12 +102,22 @@ def check_same_function() -> float:
     return float((a - b).norm() / b.norm())
 
 
-def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, variant: str = "fp32"):
+    """One training step of ``model``; ``variant``: ``fp32``, ``bf16`` (autocast on the forward
+    pass, the loss in float32, as ``sciml train --precision bf16``), ``compile`` (``torch.compile``
+    of the model, as ``sciml train --compile``) or ``compile-bf16`` (both)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    forward = torch.compile(model) if variant.startswith("compile") else model
+    dtype = torch.bfloat16 if variant.endswith("bf16") else None
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(x), y)
+        if dtype is None:
+            out = forward(x)
+        else:
+            with torch.autocast(x.device.type, dtype=dtype):
+                out = forward(x)
+        loss = torch.nn.functional.mse_loss(out.float(), y)
         loss.backward()
         opt.step()
 
@@ -124,7 +139,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats (2 warm-up, 5 timed per model)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--json", default=None, help="also write the result to this JSON file")
+    ap.add_argument("--variants", default="fp32",
+                    help="sciml's training steps to time against neuraloperator's fp32 step: fp32, bf16, compile, "
+                         "compile-bf16 (comma-separated; the ratio is reported for each)")
     args = ap.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if set(variants) - set(VARIANTS):
+        ap.error(f"unknown variant {sorted(set(variants) - set(VARIANTS))}; choose from {list(VARIANTS)}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda asked for but no CUDA GPU is available; use --device cpu")
@@ -136,6 +157,7 @@ def main() -> None:
         sys.exit("the two models compute different functions: the comparison would not be fair")
     torch.manual_seed(0)
     theirs, ours = build_theirs().to(device), build_ours().to(device)
+    others = {v: build_ours().to(device) for v in variants if v != "fp32"}
     n_ours, n_theirs = n_real_parameters(ours), n_real_parameters(theirs)
     print(f"parameters (real scalars): sciml {n_ours:,}  neuraloperator {n_theirs:,}")
     if n_ours != n_theirs:
@@ -146,9 +168,14 @@ def main() -> None:
     if ours(x).shape != theirs(x).shape:
         sys.exit("the two models give different output shapes")
     steps = {"sciml": make_step(ours, x, y), "neuraloperator": make_step(theirs, x, y)}
-    for step in steps.values():
+    steps.update({f"sciml {v}": make_step(m, x, y, v) for v, m in others.items()})
+    compile_s = {}
+    for name, step in steps.items():
+        t0 = time.perf_counter()
         for _ in range(warmup):
             step()
+        if "compile" in name:  # its warm-up holds the compilation
+            compile_s[name] = time.perf_counter() - t0
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(repeats):  # alternate so that machine noise hits both alike
         for name, step in steps.items():
@@ -161,10 +188,15 @@ def main() -> None:
         print(f"{k:15s} step: median {med[k] * 1e3:8.1f} ms  min {best[k] * 1e3:8.1f} ms  ({len(v)} steps)")
     print(f"ratio ours/theirs: {ratio:.3f} on the median step, {ratio_min:.3f} on the fastest "
           f"(target <= 1.0; threads: {torch.get_num_threads()})")
+    ratios = {name: med[name] / med["neuraloperator"] for name in steps if name.startswith("sciml ")}
+    for name, r in ratios.items():
+        extra = f"; compiling took {compile_s[name]:.0f} s" if name in compile_s else ""
+        print(f"ratio {name} / neuraloperator fp32: {r:.3f} on the median step{extra}")
     result = {
         "device": str(device), "threads": torch.get_num_threads(), "batch": BATCH, "size": SIZE,
         "modes": MODES, "width": WIDTH, "n_layers": LAYERS, "params_sciml": n_ours, "params_neuraloperator": n_theirs,
         "same_function_rel_diff": diff, "median_s": med, "min_s": best, "ratio": ratio, "ratio_min": ratio_min,
+        "variant_ratios": ratios, "compile_s": compile_s,
     }
     if args.json:
         with open(args.json, "w") as fh:

@@ -129,15 +129,19 @@ def cell_options(task: str, model: str, quick: bool) -> dict:
 # ------------------------------------------------------------------------------------ running
 
 
-def make_data(task: str, quick: bool, root: Path) -> dict[str, Path]:
+def make_data(task: str, quick: bool, root: Path, device: str | None = None) -> dict[str, Path]:
+    """The task's train and test files (made once). ``device``: solve the linear PDEs' samples in
+    batches on that torch device (``sciml generate --device``; the time-stepped ones ignore it)."""
     from sciml import datasets
+    from sciml.datasets.generators import LinearGenerator, create
 
     pde, params, n_train, n_test = TASKS[task]["quick" if quick else "full"]
+    batched = device if device and isinstance(create(pde, **params), LinearGenerator) else None
     files = {}
     for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
         path = root / f"{task}-{split}.h5"
         if not path.exists():
-            datasets.generate(pde, n=n, seed=seed, out=path, progress=False, **params)
+            datasets.generate(pde, n=n, seed=seed, out=path, progress=False, device=batched, **params)
         files[split] = path
     return files
 
@@ -227,6 +231,8 @@ def main() -> None:
     ap.add_argument("--models", default="fno,gno,mgno,lsm,unet,deeponet")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--cell", help=argparse.SUPPRESS)
+    ap.add_argument("--gen-device", default=None,
+                    help="make the linear PDEs' data with batched solves on this device (e.g. cuda)")
     args = ap.parse_args()
     args.out = args.out or Path("bench-out/zoo") / ("quick" if args.quick else "full")
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
@@ -241,7 +247,7 @@ def main() -> None:
     for task in args.tasks.split(","):
         if task not in TASKS:
             sys.exit(f"error: unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
-        make_data(task, args.quick, args.out / "data")  # once, before the cells
+        make_data(task, args.quick, args.out / "data", args.gen_device)  # once, before the cells
         for model in args.models.split(","):
             result = args.out / "cells" / f"{task}-{model}.json"
             if result.exists() and "error" not in json.loads(result.read_text()):
