@@ -169,11 +169,19 @@ def main() -> None:
         sys.exit("the two models give different output shapes")
     steps = {"sciml": make_step(ours, x, y), "neuraloperator": make_step(theirs, x, y)}
     steps.update({f"sciml {v}": make_step(m, x, y, v) for v, m in others.items()})
-    compile_s = {}
-    for name, step in steps.items():
+    compile_s, failed = {}, {}
+    for name, step in list(steps.items()):
         t0 = time.perf_counter()
-        for _ in range(warmup):
-            step()
+        try:
+            for _ in range(warmup):
+                step()
+        except Exception as exc:  # noqa: BLE001  (a variant this torch cannot run is reported, the rest timed)
+            if not name.startswith("sciml "):
+                raise
+            failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            print(f"{name}: cannot run here ({failed[name]}); left out", flush=True)
+            del steps[name]
+            continue
         if "compile" in name:  # its warm-up holds the compilation
             compile_s[name] = time.perf_counter() - t0
     times: dict[str, list[float]] = {k: [] for k in steps}
@@ -196,7 +204,7 @@ def main() -> None:
         "device": str(device), "threads": torch.get_num_threads(), "batch": BATCH, "size": SIZE,
         "modes": MODES, "width": WIDTH, "n_layers": LAYERS, "params_sciml": n_ours, "params_neuraloperator": n_theirs,
         "same_function_rel_diff": diff, "median_s": med, "min_s": best, "ratio": ratio, "ratio_min": ratio_min,
-        "variant_ratios": ratios, "compile_s": compile_s,
+        "variant_ratios": ratios, "compile_s": compile_s, "variants_failed": failed,
     }
     if args.json:
         with open(args.json, "w") as fh:

@@ -13,13 +13,14 @@ stopped. ``OUT/README.md`` is rewritten after every part.
                2048^2 (Poisson, Darcy, ConDiff variance 2.0) and pyamg's hierarchy cycled on the
                GPU; the host solvers up to 1024^2. Goal: solve <= 30 ms at 1024^2 Poisson.
   nmg          ``benchmarks/precond.py``: the neural multigrid (1 and 2 learned stages) against
-               PCG-MG on the same GPU at 512^2 and 1024^2, Darcy / ConDiff 0.1 / ConDiff 2.0,
+               PCG-MG on the same GPU at 512^2 and 1024^2, Darcy and ConDiff variance 2.0 (~1e5),
                best of 2 solves. Goal <= 1.0x PCG-MG's wall time. Networks from
                ``--precond-runs`` (trained there, on this device, if missing).
   fno-speed    ``benchmarks/fno_speed.py``: one FNO training step, fp32 / bf16 / torch.compile,
                against neuraloperator's fp32 step. Goal <= 0.7x.
-  precond-old  ``benchmarks/precond.py``: HINTS and FCG with the MgNO preconditioner at 512^2 against
-               PCG-MG on the same GPU (networks from ``--precond-runs``, trained if missing).
+  precond-old  ``benchmarks/precond.py``: HINTS and FCG with the MgNO preconditioner at 512^2 (Darcy,
+               ConDiff variance 2.0) against PCG-MG on the same GPU (networks from
+               ``--precond-runs``, trained there if missing).
   zoo-*        ``benchmarks/zoo.py`` full-protocol cells (500 epochs), most valuable first: FNO
                Burgers s=1024 (paper 0.0160), LSM and MgNO Darcy s=85 (LSM paper 0.0065), U-Net and
                DeepONet Darcy, U-Net ConDiff-64 Poisson / cubic. Data in ``--zoo-work``/data, made
@@ -150,7 +151,7 @@ def _precond_command(methods: str, mg_sizes: str, sizes: str, quick_methods: str
             return _py("benchmarks/precond.py", "--quick", "--families", "darcy", "--methods", quick_methods,
                        "--out", str(args.precond_runs), "--device", args.device)
         return _py("benchmarks/precond.py", "--out", str(args.precond_runs), "--methods", methods, "--mg-sizes", mg_sizes,
-                   "--sizes", sizes, "--device", args.device, "--repeat", "2")
+                   "--sizes", sizes, "--device", args.device, "--repeat", "2", "--families", "darcy,condiff-high")
     return command
 
 
@@ -176,7 +177,7 @@ def _zoo_part(task: str, model: str, estimate: tuple[float, float]) -> Part:
 
         zoo.write_table(rows, folder.parent, "quick" if args.quick else "full")
 
-    return Part(f"zoo-{task}-{model}", f"zoo cell {task} x {model} (full protocol, 500 epochs)", estimate, command,
+    return Part(f"zoo-{task}-{model}", f"zoo cell {task} x {model}", estimate, command,
                 collect)
 
 
@@ -295,7 +296,9 @@ def run_suite(args, parts: list[Part]) -> dict:
             state["parts"][part.name] = run_part(part, args, out / part.name, left - args.margin)
         print(f"[suite] {part.name}: {state['parts'][part.name]}", flush=True)
         save_state(out, state)
-        write_readme(out, state, parts)
+        # every part this folder has a state for (earlier runs with other --parts too), in the suite's order
+        listed = [p for p in PARTS if p.name in state["parts"] or p in parts] + [p for p in parts if p not in PARTS]
+        write_readme(out, state, listed)
     return state
 
 
