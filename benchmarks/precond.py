@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -120,11 +121,29 @@ def training_data(family: str, protocol: dict, out: Path, size: int = 64) -> Pat
     return data
 
 
+def finished_run(run_dir: Path, key: str, total: int) -> dict | None:
+    """The metadata of the cached run ``run_dir`` if its training finished (``meta[key] >= total``).
+
+    Training writes the run at every checkpoint, so a run stopped part-way (a killed job, a
+    spent time budget) also has a ``run.json``: it is removed here and trained again, never
+    measured as if it were the finished network."""
+    path = run_dir / "run.json"
+    if not path.exists():
+        return None
+    meta = json.loads(path.read_text())
+    if (meta.get(key) or 0) >= total:
+        return meta
+    print(f"{run_dir}: an unfinished run ({key} {meta.get(key)} of {total}); training it again", flush=True)
+    shutil.rmtree(run_dir)
+    return None
+
+
 def train_nmg_run(family: str, protocol: dict, out: Path, device: str, variant: str = "nmg") -> dict:
     steps, config = protocol["nmg_steps"], NMG_STAGES[variant]
     run_dir = out / "runs" / f"{family}-{variant}-{protocol['n_train']}x{steps}"
-    if (run_dir / "run.json").exists():
-        meta = json.loads((run_dir / "run.json").read_text())
+    tune = config.get("finetune")
+    meta = finished_run(run_dir, "step", max(1, tune["steps"] * steps // 400) if tune else steps)
+    if meta is not None:
         print(f"{family}: reusing {run_dir}", flush=True)
         return {"run_dir": str(run_dir), "val_factor": meta.get("val_factor"), "seconds": meta.get("seconds"),
                 "classical_factor": meta.get("classical_factor"), "parameters": meta.get("parameters"), "reused": True}
@@ -148,9 +167,8 @@ def train_nmg_run(family: str, protocol: dict, out: Path, device: str, variant: 
 def train_run(family: str, model: str, protocol: dict, out: Path, device: str) -> dict:
     n, epochs = protocol["n_train"], protocol["epochs"]
     run_dir = out / "runs" / f"{family}-{model}-{n}x{epochs}"
-    meta_path = run_dir / "run.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+    meta = finished_run(run_dir, "epoch", epochs)
+    if meta is not None:
         print(f"{family}: reusing {run_dir}", flush=True)
         return {"run_dir": str(run_dir), "val_loss": meta.get("val_loss"), "seconds": meta.get("seconds"),
                 "parameters": meta.get("parameters"), "model": model, "reused": True}

@@ -77,3 +77,20 @@ def test_unknown_part_is_one_line(suite, capsys):
     with pytest.raises(SystemExit) as exc:
         suite.main(["--quick", "--parts", "generation,typo"])
     assert "unknown part ['typo']" in str(exc.value)
+
+
+def test_precond_cache_retrains_an_unfinished_run(tmp_path, capsys):
+    """Training writes its run at every checkpoint, so a stopped job leaves a run.json: the
+    benchmark's cache must not measure that network as the finished one."""
+    spec = importlib.util.spec_from_file_location("precond_bench", ROOT / "benchmarks" / "precond.py")
+    precond = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(precond)
+    done, partial = tmp_path / "done", tmp_path / "partial"
+    for run, step in ((done, 400), (partial, 50)):
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({"kind": "nmg", "step": step}))
+    assert precond.finished_run(done, "step", 400) == {"kind": "nmg", "step": 400}
+    assert precond.finished_run(partial, "step", 400) is None
+    assert not partial.exists()  # removed, so the next call trains it again
+    assert "unfinished run (step 50 of 400)" in capsys.readouterr().out
+    assert precond.finished_run(tmp_path / "missing", "epoch", 20) is None
