@@ -27,13 +27,16 @@ stopped. ``OUT/README.md`` is rewritten after every part.
                there if missing (linear PDEs with batched solves on the GPU); the table of every
                finished cell is ``OUT/zoo.md``.
 
-``--quick`` runs every part at CPU size (a few minutes on 2 cores) into ``--out`` (default
+``--quick`` runs every part at CPU size (about 15 minutes on 2 cores) into ``--out`` (default
 ``benchmarks/results/gpu-suite-quick``); without it the default is
 ``benchmarks/measured/<gpu>-<date>``. On the device machine (wheels of the packages its image
-lacks carried in ``.whl/``, see benchmarks/measured/*/README.md)::
+lacks carried in ``.whl/``)::
 
-    python benchmarks/gpu_suite.py --budget 500 [--out DIR] [--parts generation,multigrid]
-    python benchmarks/gpu_suite.py --quick
+    python benchmarks/gpu_suite.py --prepare          # on a CPU first: networks and zoo data to carry
+    python benchmarks/gpu_suite.py --budget 515 [--out DIR] [--parts generation,multigrid]
+    python benchmarks/gpu_suite.py --quick            # every part at CPU size
+
+``benchmarks/gpu_suite_device.sh`` is the whole device command (wheels, install, the run).
 """
 
 from __future__ import annotations
@@ -302,6 +305,22 @@ def run_suite(args, parts: list[Part]) -> dict:
     return state
 
 
+def prepare(args) -> None:
+    """What the GPU run would otherwise spend its budget on, made here, one job at a time (two
+    torch jobs on the same cores slow each other down many times over)."""
+    runs = args.precond_runs
+    cmd = _py("benchmarks/precond.py", "--train-only", "--families", "darcy,condiff-high", "--methods",
+              "nmg,nmg2,hints", "--out", str(runs), "--device", "cpu")
+    print(f"[prepare] {' '.join(cmd)}", flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    sys.path.insert(0, str(HERE))
+    import zoo
+
+    print(f"[prepare] zoo data of burgers in {args.zoo_work / 'data'}", flush=True)
+    zoo.make_data("burgers", args.quick, args.zoo_work / "data")
+    print(f"[prepare] done: carry {runs / 'runs'} and {args.zoo_work} to the GPU machine", flush=True)
+
+
 def gpu_name() -> str:
     import torch
 
@@ -336,12 +355,17 @@ def main(argv=None) -> None:
     ap.add_argument("--precond-runs", type=Path, default=ROOT / "benchmarks" / "results" / "precond-full2",
                     help="benchmarks/precond.py's --out: its trained networks are reused")
     ap.add_argument("--zoo-work", type=Path, default=None, help="zoo data and runs (default benchmarks/results/gpu-suite-zoo)")
+    ap.add_argument("--prepare", action="store_true",
+                    help="on a CPU, before the GPU run: train the networks the nmg and precond-old parts use and make "
+                         "the first zoo cell's data, one after another (about 40 min on 2 cores), to carry along")
     ap.add_argument("--run-generation", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.device = args.device or ("cpu" if args.quick else "cuda")
     if args.run_generation is not None:  # the generation part's own process
         generation_part(args.run_generation, args.quick, args.device)
         return
+    if args.prepare:
+        return prepare(args)
     if args.device.startswith("cuda"):
         import torch
 
