@@ -67,7 +67,7 @@ import itertools
 import math
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -479,6 +479,12 @@ class NMGTrainOptions:
         classical cycle it is compared with.
     init : a trained nmg run to start from, with its network config (fine-tuning, e.g. a network
         trained at 64^2 on 128^2 fields, whose deeper hierarchies it then sees).
+    loss : ``cycle`` (the stationary iteration: log energy reduction of the last of ``cycles``
+        cycles) or ``pcg`` (what the solve does: the log energy-norm error left after ``cycles``
+        steps of PCG with the cycle as preconditioner on ``A x = A e``, per step). PCG's error
+        depends on the whole spectrum of the preconditioned matrix, not only its extreme
+        eigenvalue, so the ``pcg`` loss may trade a few outliers (which CG removes in a step
+        each) for a tighter bulk.
     coarsest : the training hierarchies coarsen down to this many points (a solve coarsens to
         :data:`~sciml.solvers.multigrid.COARSEST`); small, so that the loss sees the deep
         V-cycles of large grids and the network the coarse Galerkin levels.
@@ -497,8 +503,11 @@ class NMGTrainOptions:
     device: str = "auto"
     num_threads: Optional[int] = None
     init: Optional[str] = None
+    loss: Literal["cycle", "pcg"] = "cycle"
 
     def __post_init__(self):
+        if self.loss not in ("cycle", "pcg"):
+            raise ConfigError(f"nmg training loss must be 'cycle' or 'pcg', got {self.loss!r}")
         if self.steps < 1 or self.batch_size < 1 or self.cycles < 2 or self.presmooth < 0 or self.log_every < 1:
             raise ConfigError("nmg training needs steps, batch_size, log_every >= 1, cycles >= 2 and presmooth >= 0")
         if not (0 <= self.val_fraction < 1) or self.lr <= 0:
@@ -514,6 +523,28 @@ def cycle_loss(nmg: NeuralMultigrid, e: torch.Tensor, cycles: int) -> torch.Tens
     for _ in range(cycles):
         prev, e = e, nmg.error_propagation(e)
     return 0.5 * (_energy(nmg.mg, e).clamp_min(1e-300) / _energy(nmg.mg, prev).clamp_min(1e-300)).log()
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1).reshape(-1, *[1] * (a.dim() - 1))
+
+
+def pcg_loss(nmg: NeuralMultigrid, e: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(B,)`` log energy-norm error reduction per step of ``steps`` PCG iterations with the
+    preconditioner ``nmg`` on ``A x = A e`` from ``x = 0`` (differentiable: the loss of ``loss="pcg"``)."""
+    x = torch.zeros_like(e)
+    r = nmg.matvec(e)
+    z = nmg(r)
+    p, rz = z, _dot(r, z)
+    for _ in range(steps):
+        Ap = nmg.matvec(p)
+        alpha = rz / _dot(p, Ap)
+        x, r = x + alpha * p, r - alpha * Ap
+        z = nmg(r)
+        rz_new = _dot(r, z)
+        p, rz = z + (rz_new / rz) * p, rz_new
+    ratio = _energy(nmg.mg, e - x).clamp_min(1e-300) / _energy(nmg.mg, e).clamp_min(1e-300)
+    return 0.5 * ratio.log() / steps
 
 
 def convergence_factor(nmg, cycles: int = 12, seed: int = 0) -> torch.Tensor:
@@ -597,7 +628,8 @@ def train_nmg(data: str | Path, out: str | Path, config: NMGConfig | dict | None
                 if (step - 1) % len(order) == len(order) - 1:
                     order = torch.randperm(len(train_mg), generator=gen).tolist()
                 e = torch.randn((mg.levels[0].B, *shape), generator=gen, dtype=torch.float64).to(device)
-                loss = cycle_loss(_neural(mg, net, grad=True), e, opts.cycles).mean()
+                objective = pcg_loss if opts.loss == "pcg" else cycle_loss
+                loss = objective(_neural(mg, net, grad=True), e, opts.cycles).mean()
                 if not torch.isfinite(loss):
                     raise ModelError(f"nmg training diverged at step {step}; lower lr (lr={opts.lr:g})")
                 optimiser.zero_grad(set_to_none=True)
