@@ -378,7 +378,9 @@ def test_features_beat_the_residual_only_net_on_high_contrast_condiff(tmp_path):
         f = run["features", None]
         # measured: 54 (24^2) and 89 (32^2) iterations; PCG-IC(0) 41 and 51; two directions: 6e-3 and 0.12 after 300
         assert f.converged and f.iterations < (80 if n == 24 else 130)
-        assert not run["features", 2].converged and run["features", 2].residual > 1e-3
+        # the two-direction iteration stalls at least 100x above the tolerance (measured 6e-3 and 0.12 when
+        # written, 2.8e-4 at 24^2 on the machine of 2026-12-04: training is not bitwise the same everywhere)
+        assert not run["features", 2].converged and run["features", 2].residual > 1e-4
         assert all(not run["plain", m].converged and run["plain", m].residual > 0.5 for m in (None, 2))  # measured 0.7-1.6
         # the solve method converges either way (the stalled residual-only net hands over to PCG-IC(0))
         assert solvers.solve(A, b, method=f"dcdm:{tmp_path / 'plain'}", tol=1e-6, maxiter=300).converged
