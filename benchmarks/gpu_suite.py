@@ -56,6 +56,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import zoo  # noqa: E402  (benchmarks/zoo.py: its cells' data and table)
 
 
 @dataclass(frozen=True)
@@ -176,9 +178,6 @@ def _zoo_part(task: str, model: str, estimate: tuple[float, float]) -> Part:
         if src.exists():
             shutil.copy(src, folder / "cell.json")
         rows = [json.loads(p.read_text()) for p in sorted((args.zoo_work / "cells").glob("*.json"))]
-        sys.path.insert(0, str(HERE))
-        import zoo  # benchmarks/zoo.py: the table of every finished cell
-
         zoo.write_table(rows, folder.parent, "quick" if args.quick else "full")
 
     return Part(f"zoo-{task}-{model}", f"zoo cell {task} x {model}", estimate, command,
@@ -314,9 +313,6 @@ def prepare(args) -> None:
               "nmg,nmg2,hints", "--out", str(runs), "--device", "cpu")
     print(f"[prepare] {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
-    sys.path.insert(0, str(HERE))
-    import zoo
-
     print(f"[prepare] zoo data of burgers in {args.zoo_work / 'data'}", flush=True)
     zoo.make_data("burgers", args.quick, args.zoo_work / "data")
     print(f"[prepare] done: carry {runs / 'runs'} and {args.zoo_work} to the GPU machine", flush=True)

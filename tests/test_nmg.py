@@ -86,6 +86,22 @@ class NeuralReference(ReferenceCycle):
         return u
 
 
+def directional_derivatives(loss, params, direction, h: float = 1e-5) -> tuple[float, float]:
+    """The autograd derivative of ``loss()`` along ``direction`` and its central difference (the
+    parameters are restored)."""
+    slope = sum(float((g * d).sum()) for g, d in zip(torch.autograd.grad(loss(), params), direction))
+    with torch.no_grad():
+        for q, d in zip(params, direction):
+            q += h * d
+        up = float(loss())
+        for q, d in zip(params, direction):
+            q -= 2 * h * d
+        down = float(loss())
+        for q, d in zip(params, direction):
+            q += h * d
+    return slope, (up - down) / (2 * h)
+
+
 def dense_cycle(cycle, n: int) -> np.ndarray:
     """Columns ``B e_j`` of a cycle acting on ``(1, *shape)`` tensors."""
     shape = cycle.shape
@@ -345,21 +361,9 @@ def test_learned_interpolation_gradient_equals_finite_differences():
     def loss() -> torch.Tensor:
         return nmg.cycle_loss(nmg._neural(mg, net, grad=True), e, 3).mean()
 
-    value = loss()
-    grads = torch.autograd.grad(value, params)
-    slope = sum(float((g * d).sum()) for g, d in zip(grads, direction))
-    h = 1e-5
-    with torch.no_grad():
-        for p, d in zip(params, direction):
-            p += h * d
-        up = float(loss())
-        for p, d in zip(params, direction):
-            p -= 2 * h * d
-        down = float(loss())
-        for p, d in zip(params, direction):
-            p += h * d
+    slope, difference = directional_derivatives(loss, params, direction)
     assert abs(slope) > 1e-3
-    assert slope == pytest.approx((up - down) / (2 * h), rel=1e-5)
+    assert slope == pytest.approx(difference, rel=1e-5)
     learned, _ = nmg.hierarchy(S, net, coarsest=10, grad=True)
     level = learned.levels[0]
     c = torch.randn((2, 11, 11), generator=gen, dtype=torch.float64)
@@ -406,18 +410,8 @@ def test_pcg_loss_equals_a_dense_pcg_reference_and_trains():
     def loss() -> torch.Tensor:
         return nmg.pcg_loss(nmg._neural(mgm.Multigrid(S, coarsest=4), net, grad=True), e, steps).mean()
 
-    slope = sum(float((g * d).sum()) for g, d in zip(torch.autograd.grad(loss(), params), direction))
-    h = 1e-5
-    with torch.no_grad():
-        for q, d in zip(params, direction):
-            q += h * d
-        up = float(loss())
-        for q, d in zip(params, direction):
-            q -= 2 * h * d
-        down = float(loss())
-        for q, d in zip(params, direction):
-            q += h * d
-    assert slope == pytest.approx((up - down) / (2 * h), rel=1e-5)
+    slope, difference = directional_derivatives(loss, params, direction)
+    assert slope == pytest.approx(difference, rel=1e-5)
 
 
 def test_pcg_loss_option_trains_and_refuses_an_unknown_loss(tmp_path, capsys):
