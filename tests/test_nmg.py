@@ -152,15 +152,16 @@ def spd_report(cycle, A) -> tuple[float, float, float]:
     return asym, ev[0], ev[-1]
 
 
-@pytest.mark.parametrize("scale, stages", [(0.0, 1), (0.05, 1), (3.0, 1), (0.05, 2), (3.0, 2)])
-def test_the_cycle_is_symmetric_positive_definite(scale, stages):
+@pytest.mark.parametrize("scale, stages, repeats", [(0.0, 1, 1), (0.05, 1, 1), (3.0, 1, 1), (0.05, 2, 1), (3.0, 2, 1),
+                                                    (0.05, 2, 3)])
+def test_the_cycle_is_symmetric_positive_definite(scale, stages, repeats):
     """Untrained (Jacobi start), small random and large random networks, one or two learned
-    stages per side: the large ones need the Lanczos guard, which scales their stencils down;
-    every cycle stays SPD with eig(BA) in (0, 1]."""
+    stages per side, the coarse levels' smoothing once or repeated: the large networks need the
+    Lanczos guard, which scales their stencils down; every cycle stays SPD with eig(BA) in (0, 1]."""
     A, _, info = datasets.system("darcy", resolution=18, seed=2)
     shape = tuple(info["shape"])
     mg = mgm.Multigrid(mgm.stencils([A], shape), coarsest=10)
-    cycle = nmg.NeuralMultigrid(mg, random_net(scale, seed=5, stages=stages))
+    cycle = nmg.NeuralMultigrid(mg, random_net(scale, seed=5, stages=stages), coarse_repeats=repeats)
     asym, lo, hi = spd_report(cycle, A)
     assert asym <= 1e-12
     assert 0.0 < lo and hi <= 1.0 + 1e-10

@@ -310,10 +310,16 @@ class NeuralMultigrid:
     ``A^-1``, see the module docstring); ``solve`` runs PCG with it and the classical fallback.
     ``check``: the Lanczos bound of the learned step (set-up). ``grad``: keep the set-up's graph
     (training: the bound is differentiable, so the network learns the stencils as they are used).
+    ``coarse_repeats``: the smoothing of every level but the finest (sweeps, then the learned
+    steps; the adjoint after the coarse correction) runs this many times, which brings the
+    V-cycle closer to the two-grid cycle at little cost (``benchmarks/nmg_recursion.py``).
     """
 
     def __init__(self, mg: mgm.Multigrid, net: SmootherNet, check: bool = True, grad: bool = False,
-                 notes: Sequence[str] = ()):
+                 notes: Sequence[str] = (), coarse_repeats: int = 1):
+        if coarse_repeats < 1:
+            raise ConfigError(f"coarse_repeats must be >= 1, got {coarse_repeats}")
+        self.coarse_repeats = int(coarse_repeats)
         if net.config.dim != mg.levels[0].dim:
             raise DataError(f"the nmg network was trained on {net.config.dim}-D grids; this matrix is {mg.levels[0].dim}-D")
         self.mg, self.net = mg, net
@@ -391,18 +397,21 @@ class NeuralMultigrid:
         inner = mgm._interior(level.dim)
         pad = (1, 1) * level.dim
         u = level.padded()
-        for _ in range(mg.presmooth):
-            u = level.smooth(u, f)
-        r = f - level.matvec(u)
+        repeats = 1 if l == 0 else self.coarse_repeats
         stages = range(self.net.config.stages)
-        for i in stages:  # u += H_i r (out of place: training differentiates through it)
-            du = F.pad(self.smoother(l, r, i), pad)
-            u, r = u + du, r - level.matvec(du)
+        for _ in range(repeats):
+            for _ in range(mg.presmooth):
+                u = level.smooth(u, f)
+            r = f - level.matvec(u)
+            for i in stages:  # u += H_i r (out of place: training differentiates through it)
+                du = F.pad(self.smoother(l, r, i), pad)
+                u, r = u + du, r - level.matvec(du)
         u = u + mgm.prolong(level, self._cycle(l + 1, mgm.restrict(level, r)))
-        for i in reversed(stages):  # the adjoint order
-            u = u + F.pad(self.smoother(l, f - level.matvec(u), i), pad)
-        for _ in range(mg.postsmooth):
-            u = level.smooth(u, f, reverse=True)
+        for _ in range(repeats):
+            for i in reversed(stages):  # the adjoint order
+                u = u + F.pad(self.smoother(l, f - level.matvec(u), i), pad)
+            for _ in range(mg.postsmooth):
+                u = level.smooth(u, f, reverse=True)
         return u[inner].contiguous()
 
     def error_propagation(self, e: torch.Tensor) -> torch.Tensor:
