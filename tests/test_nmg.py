@@ -188,6 +188,14 @@ def test_cycle_cost_counts_the_operations_of_a_two_level_cycle():
     assert cost["neural"] == pytest.approx((classical + 2 * 225 * 5 + 4 * 225 * 9) / unit)
     two = nmg.cycle_cost(mg, local_points=9, stages=2)
     assert two["neural"] == pytest.approx((classical + 2 * (2 * 225 * 5 + 4 * 225 * 9)) / unit)
+    # coarse_repeats=3 on three levels (31^2, 15^2, 7^2 solved densely): level 1's sweeps, residual and
+    # learned step run twice more; the finest level and the classical cycle do not change
+    deep = mgm.Multigrid(mgm.stencils([solvers.laplacian(31, 2)]), coarsest=100)
+    nnz1 = len(deep.levels[1].active) + 1
+    assert nnz1 == 9  # the Galerkin operator of the 5-point Laplacian is a 9-point stencil
+    once, thrice = nmg.cycle_cost(deep, local_points=9), nmg.cycle_cost(deep, local_points=9, coarse_repeats=3)
+    assert thrice["classical"] == once["classical"]
+    assert (thrice["neural"] - once["neural"]) * 961 * 5 == pytest.approx(2 * (3 * 225 * nnz1 + 2 * 225 * nnz1 + 4 * 225 * 9))
 
 
 # ----------------------------------------------------------------------------- training
@@ -502,18 +510,21 @@ def test_fine_tuning_starts_from_the_init_run(trained, tmp_path, capsys):
 # ----------------------------------------------------------------------------- CLI
 
 
-@pytest.mark.parametrize("stages, interpolation", [(1, "dendy"), (2, "dendy"), (2, "learned")])
-def test_cli_trains_and_solves(tmp_path, capsys, stages, interpolation):
+@pytest.mark.parametrize("stages, interpolation, repeats", [(1, "dendy", 1), (2, "dendy", 3), (2, "learned", 1)])
+def test_cli_trains_and_solves(tmp_path, capsys, stages, interpolation, repeats):
     data = tmp_path / "darcy.h5"
     datasets.generate("darcy", n=6, resolution=18, seed=0, out=data)
     run = tmp_path / "run"
     code, out, err = run_cli(["train", "nmg", "--data", str(data), "--out", str(run), "--steps", "4",
                               "--option", "batch_size=2", "--option", "log_every=2", "--set", f"stages={stages}",
-                              "--set", f"interpolation={interpolation}"], capsys)
+                              "--set", f"interpolation={interpolation}", "--set", f"coarse_repeats={repeats}"], capsys)
     assert code == 0, err
     assert f"nmg:{run}" in out
     net = nmg.load_nmg(run)[0]
     assert net.config.stages == stages and net.body[-1].out_channels == 9 * stages
+    assert net.config.coarse_repeats == repeats
+    A, _, _ = datasets.system("darcy", resolution=34, seed=3)
+    assert nmg.NeuralMultigrid(mgm.Multigrid(mgm.stencils([A], (32, 32))), net).coarse_repeats == repeats
     assert net.config.interpolation == interpolation and hasattr(net, "interp") == (interpolation == "learned")
     if interpolation == "learned":  # the correction trained: not all zero any more
         assert float(net.interp[-1].weight.detach().abs().max()) > 0

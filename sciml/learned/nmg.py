@@ -112,6 +112,9 @@ class NMGConfig:
         symmetric). Two stages lower the held-out cycle factor 0.040 -> 0.028 (Darcy), 0.050 ->
         0.033 (ConDiff variance 0.1) and take 0-1 fewer PCG iterations, at 31.6 instead of 18.8
         finest-grid stencil applications per cycle (``benchmarks/precond.py``); the default stays 1.
+    coarse_repeats : the smoothing of every level but the finest (sweeps and learned steps, and
+        their adjoint) runs this many times per cycle (still SPD); 3 brings the V-cycle close to
+        the two-grid cycle (``benchmarks/nmg_recursion.py``) for about 1.3x the cost of a cycle.
     interpolation : ``"dendy"`` (the classical hierarchy) or ``"learned"``: a second network
         (``interp_width`` channels, ``interp_layers`` convolutions) corrects Dendy's interpolation
         weights on every offset of every fine class (so the Galerkin coarse stencils keep
@@ -125,6 +128,7 @@ class NMGConfig:
     layers: int = 2
     base: float = 0.5
     stages: int = 1
+    coarse_repeats: int = 1
     interpolation: str = "dendy"
     interp_width: int = 16
     interp_layers: int = 3
@@ -138,6 +142,8 @@ class NMGConfig:
             raise ConfigError(f"nmg dim must be 2 or 3, got {self.dim}")
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ConfigError(f"nmg kernel must be odd and >= 1, got {self.kernel}")
+        if self.coarse_repeats < 1:
+            raise ConfigError(f"nmg coarse_repeats must be >= 1, got {self.coarse_repeats}")
         if self.width < 1 or self.layers < 1 or self.stages < 1:
             raise ConfigError(f"nmg width, layers and stages must be >= 1, got {self.width}, {self.layers}, {self.stages}")
 
@@ -312,11 +318,13 @@ class NeuralMultigrid:
     (training: the bound is differentiable, so the network learns the stencils as they are used).
     ``coarse_repeats``: the smoothing of every level but the finest (sweeps, then the learned
     steps; the adjoint after the coarse correction) runs this many times, which brings the
-    V-cycle closer to the two-grid cycle at little cost (``benchmarks/nmg_recursion.py``).
+    V-cycle closer to the two-grid cycle at little cost (``benchmarks/nmg_recursion.py``);
+    default: the network config's.
     """
 
     def __init__(self, mg: mgm.Multigrid, net: SmootherNet, check: bool = True, grad: bool = False,
-                 notes: Sequence[str] = (), coarse_repeats: int = 1):
+                 notes: Sequence[str] = (), coarse_repeats: int | None = None):
+        coarse_repeats = net.config.coarse_repeats if coarse_repeats is None else coarse_repeats
         if coarse_repeats < 1:
             raise ConfigError(f"coarse_repeats must be >= 1, got {coarse_repeats}")
         self.coarse_repeats = int(coarse_repeats)
@@ -448,25 +456,29 @@ class NeuralMultigrid:
     def cost(self) -> dict:
         """Multiply-adds of one cycle in units of one finest-level stencil application
         (``A u`` on the finest grid): ``{"classical": V-cycle alone, "neural": with the learned steps}``."""
-        neural = cycle_cost(self.mg, self.net.config.kernel**self.net.config.dim, self.net.config.stages)
+        neural = cycle_cost(self.mg, self.net.config.kernel**self.net.config.dim, self.net.config.stages,
+                            self.coarse_repeats)
         return {"classical": cycle_cost(self.classical)["classical"], "neural": neural["neural"]}
 
 
-def cycle_cost(mg: mgm.Multigrid, local_points: int = 0, stages: int = 1) -> dict:
+def cycle_cost(mg: mgm.Multigrid, local_points: int = 0, stages: int = 1, coarse_repeats: int = 1) -> dict:
     """Cost of one V-cycle of ``mg`` (and with ``stages`` learned ``local_points``-point stencils
     ``Ŵ`` on each level but the coarsest), in finest-grid stencil applications: Gauss-Seidel sweeps and residuals
     count the level's stencil entries per point, transfers their interpolation weights, the
-    coarsest solve its two triangular solves."""
+    coarsest solve its two triangular solves. ``coarse_repeats``: the neural cycle's smoothing
+    (sweeps, residual, learned steps) runs that many times on every level but the finest."""
     fine = mg.levels[0]
     unit = math.prod(fine.shape) * (len(fine.active) + 1)
     classical = learned = 0.0
-    for level in mg.levels[:-1]:
+    for l, level in enumerate(mg.levels[:-1]):
         n, nnz = math.prod(level.shape), len(level.active) + 1
         transfers = 2 * sum(w.numel() // level.B for ws in level.weights.values() for _, w in ws)
-        classical += (mg.presmooth + mg.postsmooth) * n * nnz + n * nnz + transfers
+        smoothing = (mg.presmooth + mg.postsmooth) * n * nnz + n * nnz  # the sweeps and the residual
+        classical += smoothing + transfers
+        repeats = 1 if l == 0 else coarse_repeats
         # the learned steps: the post-smoothing residual, the pre-smoothing update of r, and
-        # Ŵ and Ŵ^T twice
-        learned += stages * (2 * n * nnz + 4 * n * local_points)
+        # Ŵ and Ŵ^T twice; repeated coarse smoothing adds its sweeps and residuals too
+        learned += repeats * stages * (2 * n * nnz + 4 * n * local_points) + (repeats - 1) * smoothing
     coarse = math.prod(mg.levels[-1].shape) ** 2
     classical += coarse
     return {"classical": classical / unit, "neural": (classical + learned) / unit}
