@@ -209,6 +209,11 @@ def world(device: str = "auto") -> Iterator[World]:
         if dist.get_world_size() != size:
             raise ConfigError(f"the process group has {dist.get_world_size()} ranks but WORLD_SIZE is {size}")
         yield World(rank=dist.get_rank(), size=size, local_rank=local_rank, device=dev)
+        if owns:
+            # leave together: rank 0 hosts the rendezvous store, and a rank still tearing down its
+            # process group when rank 0 has exited can abort ("terminate called without an active
+            # exception"), failing a run that finished (seen with the ranks on a loaded 2-core CPU)
+            dist.barrier()
     finally:
         if owns and dist.is_initialized():
             dist.destroy_process_group()
