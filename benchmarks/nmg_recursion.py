@@ -11,7 +11,7 @@ cycle of that level's Galerkin matrix to 1e-11. ``coarse x k``: sweeps and learn
 ``k`` times on every level but the finest (``NeuralMultigrid(coarse_repeats=k)``, still SPD).
 
     python benchmarks/nmg_recursion.py --quick        # trains a tiny run at 32^2; seconds
-    python benchmarks/nmg_recursion.py                 # the runs of precond.py's full protocol
+    python benchmarks/nmg_recursion.py                 # the runs of precond.py's full protocol, ~3 min
 
 Per family, the run ``RUNS/<family>-nmg2-*`` (``benchmarks/precond.py --methods nmg2``). Cycle
 factor: energy-norm reduction per cycle on a random error (12 cycles); iterations: PCG to 1e-8 on
@@ -57,6 +57,14 @@ class ExactBelow(nmg.NeuralMultigrid):
         return super()._cycle(l, f)
 
 
+def cost(cycle: nmg.NeuralMultigrid, exact: int | None) -> str:
+    """One cycle's cost next to the classical V-cycle's (not counted for the exact solves)."""
+    if exact is not None:
+        return "-"
+    c = cycle.cost()
+    return f"{c['neural']:.1f} ({c['classical']:.1f})"
+
+
 def tiny_run(tmp: Path) -> Path:
     """A 2-stage network trained 40 steps on 12 Darcy fields at 32^2 (the --quick run)."""
     data = tmp / "darcy-32.h5"
@@ -70,8 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny run trained here, 32^2 and 64^2 (seconds)")
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/results/precond-full2/runs"))
-    parser.add_argument("--families", default="darcy,condiff-high")
-    parser.add_argument("--sizes", default="64,128,256,512")
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--sizes", default="64,128,256,512,1024")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/nmg-recursion.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -94,7 +102,8 @@ def main() -> None:
         f"seed-1 system of each family (unseen in training), PCG to {TOL:g}; factor: energy-norm reduction per cycle "
         "(random error, 12 cycles); exact solves: PCG with the classical cycle of that level's Galerkin matrix to "
         "1e-11; 'coarse x k': the smoothing of every level but the finest run k times",
-        ["family", "n", "run", "cycle", "cycle factor", "PCG iterations", "PCG-MG iterations", "seconds"])
+        ["family", "n", "run", "cycle", "cycle factor", "PCG iterations", "PCG-MG iterations",
+         "cost (finest-grid stencil applications; PCG-MG's V-cycle)", "seconds"])
     for family in families:
         spec, net = FAMILIES[family], nmg.load_nmg(runs[family])[0]
         for n in sizes:
@@ -114,7 +123,7 @@ def main() -> None:
                     out, at = cycle.solve(rhs, tol=TOL)
                     assert bool(out.converged.all()) and at is None, f"{family} {n}^2 {label}: fell back or failed"
                     add_row(lines, [family, n, Path(runs[family]).name, label, f"{factor:.4f}",
-                                    int(out.iterations[0]), classical, f"{time.perf_counter() - t0:.1f}"])
+                                    int(out.iterations[0]), classical, cost(cycle, exact), f"{time.perf_counter() - t0:.1f}"])
     write_report(args.out, lines)
     tmp.cleanup()
 
