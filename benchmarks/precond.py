@@ -211,7 +211,8 @@ def cycle_costs(A, run_dir: str) -> dict:
     with torch.no_grad():
         learned = nmg.hierarchy(S, net)[0]  # a learned interpolation has more weights to apply
     return {"classical": nmg.cycle_cost(mgm.Multigrid(S))["classical"],
-            "neural": nmg.cycle_cost(learned, net.config.kernel ** net.config.dim, net.config.stages)["neural"]}
+            "neural": nmg.cycle_cost(learned, net.config.kernel ** net.config.dim, net.config.stages,
+                                     net.config.coarse_repeats)["neural"]}
 
 
 #: classical sweeps per side of the "smoothing limit" rows: PCG with V(nu, nu) on the same hierarchy

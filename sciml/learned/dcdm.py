@@ -35,12 +35,21 @@ Solving keeps every previous direction (``memory=None``, new runs; the paper kee
 network is a nonlinear, approximate inverse, and with two directions the iteration can only
 A-orthogonalise locally, so whatever error the network's directions miss is never removed; with
 all of them the iterate is the A-norm-best over their whole span (a flexible CG with full
-orthogonalisation), at ``2 k N`` stored numbers after ``k`` steps. A solve whose best residual does
-not halve in 25 iterations hands its iterate to PCG-IC(0) (:func:`solve_with_fallback`), and
-says at which iteration. The window is that long because a good network's residual can sit on
-a plateau for ~20 steps before it falls fast (the iteration minimises the error's A-norm, not the
-residual): with 10, the best ConDiff network below was handed over at step 14-17 and took 99-109
-iterations instead of 36-47.
+orthogonalisation), at ``2 k N`` stored numbers after ``k`` steps.
+
+A solve hands its iterate to PCG-IC(0) (:func:`solve_with_fallback`, which says at which
+iteration) when the network's last 10 directions together removed less of the error's energy
+norm ``||x* - x||_A^2`` than one Jacobi steepest-descent step from where they started is
+guaranteed to (:func:`stalled`, :func:`energy_floor`): each step's drop is known exactly,
+``(p.r)^2 / p.Ap``, and the floor is ``||D^-1/2 r||^2 / g`` with ``g`` Gershgorin's bound on
+``lambda_max(D^-1/2 A D^-1/2)``. The rule watches the quantity the iteration minimises, which falls
+monotonically; the residual does not, and a good network's residual can sit flat for tens of
+steps while the energy falls before both fall fast. The rule before this one (best residual to
+halve every 25 steps) handed the best ConDiff network below over at steps 29-35 (41, 119, 110
+iterations at 64^2 and 210, 192 at 128^2, against 41, 88, 70 and 117, 100 without the hand-over);
+on the same solves the trained networks' windows removed 2.9-470x the floor and random networks'
+0.0007-0.4x. A network that helps, but more slowly than PCG-IC(0), is not handed over before its
+500 steps.
 
 Measured (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-04/dcdm.md``; trained for
 220 s each on an H200, evaluated on the CPU), iterations to 1e-6 on unseen samples:
@@ -98,8 +107,9 @@ from .spectral_rhs import LOW_FRACTION, LOW_WEIGHT, SpectralRHS
 from .stencil_features import feature_count, matrix_features
 
 KIND = "dcdm"
-#: stagnation rule of :func:`solve_with_fallback`: the best residual must fall DROP-fold every PATIENCE iterations
-PATIENCE, DROP = 25, 2.0
+#: hand-over rule of :func:`solve_with_fallback`: the last PATIENCE directions together must remove
+#: more energy-norm error than one Jacobi steepest-descent step is guaranteed to (:func:`stalled`)
+PATIENCE = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,13 +364,31 @@ class Direction:
         return q if self.scale is None else q * self.scale
 
 
-def stalled(history, patience: int = PATIENCE, drop: float = DROP) -> bool:
-    """True when the best relative residual of the last ``patience`` iterations is not ``drop``
-    times below the best one before them (the residual norm of a conjugate-direction method is not
-    monotone, so the best values are compared)."""
-    if len(history) <= patience:
+def stalled(decrease, floor, patience: int = PATIENCE) -> bool:
+    """True when the last ``patience`` steps together removed less of the error's energy norm
+    than one Jacobi steepest-descent step from where they started is guaranteed to.
+
+    ``decrease[k]`` is step ``k``'s exact drop of ``||x* - x||_A^2`` (``(p.r)^2 / p.Ap``, for any
+    direction and memory: the line search is exact) and ``floor[k]`` (one entry per iterate, so
+    one more than ``decrease``) the guaranteed drop of a steepest-descent step along ``D^-1 r``
+    from iterate ``k``, ``||D^-1/2 r_k||^2 / g`` with ``g >= lambda_max(D^-1/2 A D^-1/2)``
+    (:func:`energy_floor`). The energy is what the iteration minimises and falls monotonically,
+    while the residual does not: a good network's residual can sit flat for tens of steps while
+    the energy keeps falling before both fall fast, and a rule on the residual handed such
+    networks over there."""
+    if len(decrease) < patience:
         return False
-    return min(history[-patience:]) * drop > min(history[:-patience])
+    return float(np.sum(decrease[-patience:])) < floor[-patience - 1]
+
+
+def energy_floor(A: sp.spmatrix):
+    """``r -> ||D^-1/2 r||^2 / g``: what one steepest-descent step along ``D^-1 r`` removes at least
+    from ``||x* - x||_A^2`` (its drop is ``||z||^4 / z.Âz >= ||z||^2 / lambda_max(Â)`` with
+    ``z = D^-1/2 r``, ``Â = D^-1/2 A D^-1/2``); ``g`` is Gershgorin's bound on ``lambda_max(Â)``,
+    the largest absolute row sum of ``Â``."""
+    s = jacobi_scale(A)
+    g = float(np.max(abs(sp.diags(s) @ sp.csr_matrix(A) @ sp.diags(s)).sum(axis=1)))
+    return lambda r: float(np.sum((s * r) ** 2)) / g
 
 
 def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxiter: int | None = None,
@@ -374,7 +402,9 @@ def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxi
     orthogonalisation), so a direction that misses the error's slow part cannot undo earlier
     progress; with 2 (the paper's) that holds only for a fixed linear SPD ``f``. Stops at
     ``||r|| <= tol ||b||``, after ``maxiter`` (500) steps, when a direction breaks down
-    (``p.Ap <= 0`` or not finite) or when ``stop(history)`` (relative residuals so far) says so.
+    (``p.Ap <= 0`` or not finite) or when ``stop(history, decrease, floor)`` says so (relative
+    residuals, each step's drop of the error's squared A-norm and :func:`energy_floor` at each
+    iterate, so far).
     """
     t0 = time.perf_counter()
     maxiter = 500 if maxiter is None else maxiter
@@ -385,9 +415,12 @@ def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxi
         return SolveResult(np.zeros_like(b), True, 0, np.array([0.0]), 0.0, time.perf_counter() - t0, "dcdm")
     r = b - A @ x
     history = [np.linalg.norm(r) / nb]
+    floor_of = energy_floor(A) if stop is not None else None
+    decrease: list[float] = []
+    floor = [] if floor_of is None else [floor_of(r)]
     dirs: list[tuple[np.ndarray, np.ndarray, float]] = []  # (p, A p, p.Ap)
     it = 0
-    while history[-1] > tol and it < maxiter and not (stop is not None and stop(history)):
+    while history[-1] > tol and it < maxiter and not (stop is not None and stop(history, decrease, floor)):
         p = direction(r)
         for pj, Apj, pAp in dirs:
             p = p - (p @ Apj) / pAp * pj
@@ -395,8 +428,12 @@ def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxi
         pAp = float(p @ Ap)
         if not np.isfinite(pAp) or pAp <= 0:
             break  # the direction vanished or A is not SPD on it: report non-convergence
-        x = x + (p @ r) / pAp * p
+        pr = float(p @ r)
+        x = x + pr / pAp * p
         r = b - A @ x
+        decrease.append(pr * pr / pAp)
+        if floor_of is not None:
+            floor.append(floor_of(r))
         dirs.append((p, Ap, pAp))
         if memory is not None:
             dirs = dirs[len(dirs) - memory:] if memory > 0 else []
@@ -409,23 +446,32 @@ def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxi
 
 def solve_with_fallback(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxiter: int | None = None,
                         x0: np.ndarray | None = None, memory: int | None = 2, patience: int = PATIENCE,
-                        drop: float = DROP, fallback: str = "pcg-ic") -> tuple[SolveResult, Optional[int]]:
+                        fallback: str = "pcg-ic") -> tuple[SolveResult, Optional[int]]:
     """DCDM that hands over when it stops helping: ``(result, hand-over iteration or None)``.
 
-    The network's iteration runs while its best residual keeps falling ``drop``-fold per
-    ``patience`` iterations (:func:`stalled`; the neural multigrid's rule, with a window fit for a
-    method whose residual is not monotone); when it does not, or a direction breaks down, or its
-    ``maxiter`` (500) steps are spent unconverged, ``fallback`` (PCG-IC(0), or CG where IC(0)
-    breaks down) continues from the current iterate, with what is left of ``maxiter`` when one
-    was given (else its own default). The result counts the iterations of both, its residual
-    history joins them and a note names the iteration of the hand-over.
+    The network's iteration runs while its last ``patience`` (10) directions together remove more
+    of the error's energy norm than one Jacobi steepest-descent step would (:func:`stalled`: a
+    network worse than that is worse than the simplest preconditioned iteration); when they do
+    not, or a direction breaks down, or its ``maxiter`` (500) steps are spent unconverged,
+    ``fallback`` (PCG-IC(0), or CG where IC(0) breaks down) continues from the current iterate,
+    with what is left of ``maxiter`` when one was given (else its own default). The result counts
+    the iterations of both, its residual history joins them and a note names the iteration of
+    the hand-over. A network that helps, but slowly, is not handed over before ``maxiter``.
     """
-    first = dcdm_solve(A, b, direction, tol, maxiter, x0, memory, stop=lambda h: stalled(h, patience, drop))
+    fired = []
+
+    def stop(history, decrease, floor):
+        if stalled(decrease, floor, patience):
+            fired.append(float(np.sum(decrease[-patience:])) / floor[-patience - 1])
+        return bool(fired)
+
+    first = dcdm_solve(A, b, direction, tol, maxiter, x0, memory, stop=stop)
     at = first.iterations
     rest_iter = None if maxiter is None else maxiter - at
     if first.converged or rest_iter == 0:
         return first, None
-    why = (f"its best residual fell less than {drop:g}x over {patience} iterations" if stalled(list(first.residuals), patience, drop)
+    why = (f"its last {patience} directions removed {fired[0]:.2g}x the energy-norm error one Jacobi "
+           f"steepest-descent step would" if fired
            else "a direction broke down" if at < (500 if maxiter is None else maxiter) else f"its {at} iterations were spent")
     try:
         rest = solve(A, b, method=fallback, tol=tol, maxiter=rest_iter, x0=first.x)
