@@ -23,8 +23,9 @@ fields at a 5x lower learning rate (2e-4, 900 s).
 
 Each network is measured three ways: its own iteration with the paper's two previous directions
 (``/m2``) and with all of them (``/all``, the default of new runs), without any hand-over, and the
-``dcdm:RUN`` solve method (``+ho``: all directions, handing over to PCG-IC(0) when the best
-residual does not halve in 25 iterations; the cell gives the hand-over iteration). Classical
+``dcdm:RUN`` solve method (``+ho``: all directions, handing over to PCG-IC(0) when the last 10
+directions removed less energy-norm error than one Jacobi steepest-descent step would,
+``sciml.learned.dcdm.stalled``; the cell gives the hand-over iteration). Classical
 references on the same matrices and right-hand sides: CG, Jacobi-PCG and PCG-IC(0).
 Iteration counts are the measure; wall times are not reported (the benchmark shares its cores).
 Targets (issue 19, item 4): ConDiff: DCDM below PCG-IC(0) at 64^2 and 128^2; obstacles: DCDM
@@ -165,7 +166,7 @@ def mean_iterations(rows: list[dict], family: str, method: str) -> dict[int, flo
 def verdicts(rows: list[dict], protocol: str) -> list[str]:
     lines = []
     for family in ("condiff", "obstacles"):
-        methods = [m for m in dict.fromkeys(r["method"] for r in rows if r["family"] == family) if m.endswith("/all") or m.endswith("/m2")]
+        methods = [m for m in dict.fromkeys(r["method"] for r in rows if r["family"] == family) if m.endswith(("/all", "/m2", "+ho"))]
         ic = mean_iterations(rows, family, "pcg-ic")
         for m in methods:
             d = mean_iterations(rows, family, m)

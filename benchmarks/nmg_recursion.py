@@ -13,7 +13,8 @@ cycle of that level's Galerkin matrix to 1e-11. ``coarse x k``: sweeps and learn
     python benchmarks/nmg_recursion.py --quick        # trains a tiny run at 32^2; seconds
     python benchmarks/nmg_recursion.py                 # the runs of precond.py's full protocol, ~3 min
 
-Per family, the run ``RUNS/<family>-nmg2-*`` (``benchmarks/precond.py --methods nmg2``). Cycle
+Per family, the run ``RUNS/<family>-<variant>-*`` (``benchmarks/precond.py --methods nmg2``;
+``--variant nmg3`` for the 3-stage one). Cycle
 factor: energy-norm reduction per cycle on a random error (12 cycles); iterations: PCG to 1e-8 on
 the seed-1 system, the one ``benchmarks/precond.py`` solves.
 """
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/results/precond-full2/runs"))
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--sizes", default="64,128,256,512,1024")
+    parser.add_argument("--variant", default="nmg2", help="precond.py's variant whose runs to take (nmg2; nmg3: 3 stages)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/nmg-recursion.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -92,10 +94,10 @@ def main() -> None:
     runs = {"darcy": tiny_run(Path(tmp.name))} if args.quick else {}
     for family in families:
         if family not in runs:
-            found = sorted(r for r in args.runs.glob(f"{family}-nmg2-*") if (r / "run.json").exists())
+            found = sorted(r for r in args.runs.glob(f"{family}-{args.variant}-*") if (r / "run.json").exists())
             if not found:
-                parser.error(f"no trained 2-stage run {args.runs}/{family}-nmg2-*; run benchmarks/precond.py "
-                             f"--families {family} --methods nmg2 first, or pass --runs")
+                parser.error(f"no trained run {args.runs}/{family}-{args.variant}-*; run benchmarks/precond.py "
+                             f"--families {family} --methods {args.variant} first, or pass --runs")
             runs[family] = found[0]
     lines = markdown_report(
         "The neural multigrid's V-cycle against its two- and three-grid cycles",
