@@ -47,9 +47,11 @@ monotonically; the residual does not, and a good network's residual can sit flat
 steps while the energy falls before both fall fast. The rule before this one (best residual to
 halve every 25 steps) handed the best ConDiff network below over at steps 29-35 (41, 119, 110
 iterations at 64^2 and 210, 192 at 128^2, against 41, 88, 70 and 117, 100 without the hand-over);
-on the same solves the trained networks' windows removed 2.9-470x the floor and random networks'
-0.0007-0.4x. A network that helps, but more slowly than PCG-IC(0), is not handed over before its
-500 steps.
+a random network's window removes well under the floor (0.56x on the Poisson system of
+``tests/test_dcdm.py``, handed over at step 12). With this rule the solve method keeps that network's 41-88 / 100-117 iterations
+(``benchmarks/measured/cpu-2026-12-04/dcdm-cpu-energy-rule.md``). The price: a network that helps,
+but more slowly than PCG-IC(0), is not handed over before its 500 steps (the one-step-loss network
+at 128^2: 661 and 656 iterations in all, 206 and 211 with the residual rule).
 
 Measured (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-04/dcdm.md``; trained for
 220 s each on an H200, evaluated on the CPU), iterations to 1e-6 on unseen samples:
