@@ -111,7 +111,11 @@ class NMGConfig:
         post-smoothing ``H_s ... H_1`` before the reversed sweeps (the adjoint, so the cycle stays
         symmetric). Two stages lower the held-out cycle factor 0.040 -> 0.028 (Darcy), 0.050 ->
         0.033 (ConDiff variance 0.1) and take 0-1 fewer PCG iterations, at 31.6 instead of 18.8
-        finest-grid stencil applications per cycle (``benchmarks/precond.py``); the default stays 1.
+        finest-grid stencil applications per cycle (``benchmarks/precond.py``); three lower it to
+        0.023 (Darcy) and 0.027 (variance 0.1) and meet issue 19's 0.6x of PCG-MG's iterations at
+        64^2..1024^2 on both (5 vs 9, 4 vs 8), not at contrast 1e5 (5-6 vs 8-9), at 44.4 finest-grid
+        stencil applications per cycle (``benchmarks/measured/cpu-2026-12-04/precond-nmg3-nmg2c3-all.md``);
+        the default stays 1, the cheapest.
     coarse_repeats : the smoothing of every level but the finest (sweeps and learned steps, and
         their adjoint) runs this many times per cycle (still SPD); 3 brings the V-cycle close to
         the two-grid cycle (``benchmarks/nmg_recursion.py``), at a cost (2 stages, 1024^2) of 49.6
