@@ -128,6 +128,7 @@ def test_local_stencil_transpose_is_the_adjoint(kernel):
     ("jump-30", lambda: jumping(30), (30, 30), 10, 1),
     ("poisson-31", lambda: solvers.laplacian(31, 2), (31, 31), 10, 1),
     ("jump-30, two stages", lambda: jumping(30), (30, 30), 10, 2),
+    ("jump-30, three stages", lambda: jumping(30), (30, 30), 10, 3),
 ])
 def test_shared_weights_cycle_equals_the_explicit_per_level_loop(name, make, shape, coarsest, stages):
     A = make()
@@ -153,7 +154,7 @@ def spd_report(cycle, A) -> tuple[float, float, float]:
 
 
 @pytest.mark.parametrize("scale, stages, repeats", [(0.0, 1, 1), (0.05, 1, 1), (3.0, 1, 1), (0.05, 2, 1), (3.0, 2, 1),
-                                                    (0.05, 2, 3)])
+                                                    (0.05, 2, 3), (0.05, 3, 1), (3.0, 3, 1)])
 def test_the_cycle_is_symmetric_positive_definite(scale, stages, repeats):
     """Untrained (Jacobi start), small random and large random networks, one or two learned
     stages per side, the coarse levels' smoothing once or repeated: the large networks need the
