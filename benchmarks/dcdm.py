@@ -23,7 +23,7 @@ fields at a 5x lower learning rate (2e-4, 900 s).
 
 Each network is measured three ways: its own iteration with the paper's two previous directions
 (``/m2``) and with all of them (``/all``, the default of new runs), without any hand-over, and the
-``dcdm:RUN`` solve method (``+ho``: all directions, handing over to PCG-IC(0) when the last 10
+``dcdm:RUN`` solve method (``+ho``: all directions, handing over to deflated PCG-IC(0) when the last 10
 directions removed less energy-norm error than one Jacobi steepest-descent step would,
 ``sciml.learned.dcdm.stalled``; the cell gives the hand-over iteration). Classical
 references on the same matrices and right-hand sides: CG, Jacobi-PCG and PCG-IC(0).

@@ -419,7 +419,7 @@ def test_untrained_network_hands_over_to_the_classical_method(tmp_path, capsys):
     assert r.converged and r.residual <= 1e-6 and r.method == f"dcdm:{run}"
     at = int(r.notes[0].split("stopped helping at iteration ")[1].split(" ")[0])
     # measured: handed over at iteration 12 (its last 10 directions removed 0.56x what one Jacobi
-    # steepest-descent step would; relative residual 2.4), then PCG-IC(0) in 30 (alone: 29): 42 in all
+    # steepest-descent step would; relative residual 2.4), then deflated PCG-IC(0) in 29 (alone: 29): 41 in all
     assert PATIENCE <= at <= 2 * PATIENCE and r.iterations <= at + ic.iterations + 3
     assert len(r.residuals) == r.iterations + 1 and "pcg-ic finished the solve" in r.notes[0]
     assert "Jacobi steepest-descent step" in r.notes[0]

@@ -49,9 +49,11 @@ halve every 25 steps) handed the best ConDiff network below over at steps 29-35 
 iterations at 64^2 and 210, 192 at 128^2, against 41, 88, 70 and 117, 100 without the hand-over);
 a random network's window removes well under the floor (0.56x on the Poisson system of
 ``tests/test_dcdm.py``, handed over at step 12). With this rule the solve method keeps that network's 41-88 / 100-117 iterations
-(``benchmarks/measured/cpu-2026-12-04/dcdm-cpu-energy-rule.md``). The price: a network that helps,
+(``benchmarks/measured/cpu-2026-12-04/dcdm-cpu-deflated.md``). The price: a network that helps,
 but more slowly than PCG-IC(0), is not handed over before its 500 steps (the one-step-loss network
-at 128^2: 661 and 656 iterations in all, 206 and 211 with the residual rule).
+at 128^2: 556 and 552 iterations in all, 206 and 211 with the residual rule). After the hand-over
+PCG-IC(0) continues deflated by the network's directions (:func:`solve_with_fallback`), which
+keeps a late hand-over cheap (661 and 656 there with PCG-IC(0) restarted from the iterate).
 
 Measured (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-04/dcdm.md``; trained for
 220 s each on an H200, evaluated on the CPU), iterations to 1e-6 on unseen samples:
@@ -479,8 +481,8 @@ def solve_with_fallback(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1
     network's directions: each IC(0) direction is A-orthogonalised against every direction the
     network's iteration kept and against the previous IC(0) one, so the error the network removed
     stays removed (a restarted PCG-IC(0) forgets that subspace: measured, the 4-step ConDiff
-    network handed over at 43-92 took 110-131 / 213-226 iterations in all this way, 135-184 /
-    244-262 restarted). It gets what is left of ``maxiter`` when one was given (else ``10 N``).
+    network handed over at 43-92 took 110-131 / 213-227 iterations in all this way, 135-184 /
+    244-262 restarted; ``benchmarks/measured/cpu-2026-12-04/dcdm-cpu-deflated.md``). It gets what is left of ``maxiter`` when one was given (else ``10 N``).
     The result counts the iterations of both, its residual history joins them and a note names
     the iteration of the hand-over. A network that helps, but slowly, is not handed over before
     ``maxiter``.
