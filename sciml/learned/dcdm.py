@@ -48,8 +48,8 @@ steps while the energy falls before both fall fast. The rule before this one (be
 halve every 25 steps) handed the best ConDiff network below over at steps 29-35 (41, 119, 110
 iterations at 64^2 and 210, 192 at 128^2, against 41, 88, 70 and 117, 100 without the hand-over);
 a random network's window removes well under the floor (0.56x on the Poisson system of
-``tests/test_dcdm.py``, handed over at step 12). With this rule the solve method keeps that network's 41-88 / 100-117 iterations
-(``benchmarks/measured/cpu-2026-12-04/dcdm-cpu-deflated.md``). The price: a network that helps,
+``tests/test_dcdm.py``, handed over at step 12). With this rule the solve method keeps that
+network's 41-88 / 100-117 iterations (``benchmarks/measured/cpu-2026-12-04/dcdm-cpu-deflated.md``). The price: a network that helps,
 but more slowly than PCG-IC(0), is not handed over before its 500 steps (the one-step-loss network
 at 128^2: 556 and 552 iterations in all, 206 and 211 with the residual rule). After the hand-over
 PCG-IC(0) continues deflated by the network's directions (:func:`solve_with_fallback`), which
@@ -104,7 +104,8 @@ from .. import runtime
 from ..config import from_dict, to_dict
 from ..datasets import system
 from ..errors import ConfigError, DataError, SciMLError
-from ..solvers.linear import SolveResult, is_symmetric, register_run_method, relative_residual
+from ..solvers.linear import (SolveResult, classical_preconditioner, is_symmetric, register_run_method,
+                              relative_residual)
 from ..runs import check_new, load_state, read_network, register_kind, save_network, write_metrics
 from ..training.api import register_trainer
 from .spectral_rhs import LOW_FRACTION, LOW_WEIGHT, SpectralRHS
@@ -460,10 +461,8 @@ def dcdm_solve(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1e-6, maxi
 
 def _classical_direction(A: sp.spmatrix):
     """``(r -> M^-1 r, name)``: IC(0), or the identity (CG) where IC(0) breaks down."""
-    from ..solvers.incomplete import ichol0, triangular_solver
-
     try:
-        return triangular_solver(ichol0(A)), "pcg-ic"
+        return classical_preconditioner(sp.csr_matrix(A), "ic"), "pcg-ic"
     except SciMLError:  # IC(0) breaks down on some SPD matrices: plain CG always applies
         return (lambda r: np.array(r, copy=True)), "cg"
 
@@ -482,8 +481,8 @@ def solve_with_fallback(A: sp.spmatrix, b: np.ndarray, direction, tol: float = 1
     network's iteration kept and against the previous IC(0) one, so the error the network removed
     stays removed (a restarted PCG-IC(0) forgets that subspace: measured, the 4-step ConDiff
     network handed over at 43-92 took 110-131 / 213-227 iterations in all this way, 135-184 /
-    244-262 restarted; ``benchmarks/measured/cpu-2026-12-04/dcdm-cpu-deflated.md``). It gets what is left of ``maxiter`` when one was given (else ``10 N``).
-    The result counts the iterations of both, its residual history joins them and a note names
+    244-262 restarted; ``benchmarks/measured/cpu-2026-12-04/dcdm-cpu-deflated.md``). It gets what
+    is left of ``maxiter`` when one was given (else ``10 N``). The result counts the iterations of both, its residual history joins them and a note names
     the iteration of the hand-over. A network that helps, but slowly, is not handed over before
     ``maxiter``.
     """
