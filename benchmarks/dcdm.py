@@ -79,7 +79,10 @@ VARIANTS = {
                 # the same at a 5x lower rate, on 16 fields and for longer (the 1e-3 fine-tune lost ground at 128^2)
                 "dcdm-unroll8-128slow": ({}, {"unroll": 8, "init": "dcdm-unroll8", "resolution": 128, "n_systems": 16,
                                               "val_vectors": 4, "lr": 2e-4, "max_seconds": 900})},
-    "obstacles": {"dcdm": ({}, {"val_vectors": 4}), "dcdm-plain": (PLAIN, {"val_vectors": 4})},
+    "obstacles": {"dcdm": ({}, {"val_vectors": 4}), "dcdm-plain": (PLAIN, {"val_vectors": 4}),
+                  # the residual-only network trained on this CPU at 16^3 (150 s), then fine-tuned at 32^3 (300 s)
+                  "dcdm-plain-16": (PLAIN, {"resolution": 16, "val_vectors": 4, "max_seconds": 150}),
+                  "dcdm-plain-16-32": (PLAIN, {"init": "dcdm-plain-16", "val_vectors": 4, "lr": 1e-3, "max_seconds": 300})},
 }
 FAMILIES = {
     "condiff": {"label": "ConDiff var 2.0", "pde": "condiff", "params": {"variance": 2.0}, "dim": 2, "maxiter": 1000,
@@ -109,8 +112,8 @@ def trained(family: str, variant: str, protocol: str, runs: Path, seconds: float
     spec = FAMILIES[family]
     config, train = train_spec(family, variant, protocol, seconds)
     run_dir = runs / f"{family}-{variant}-s{train['resolution']}"
-    if "init" in train:  # a variant fine-tuned from another one's run
-        train["init"] = str(runs / f"{family}-{train['init']}-s{FAMILIES[family][protocol]['train']['resolution']}")
+    if "init" in train:  # a variant fine-tuned from another one's run (named by that run's own resolution)
+        train["init"] = str(runs / f"{family}-{train['init']}-s{train_spec(family, train['init'], protocol, seconds)[1]['resolution']}")
     if not (run_dir / "run.json").exists():
         torch.set_num_threads(threads)
         print(f"{family}: training {variant} at {train['resolution']} per axis ...", flush=True)
@@ -123,7 +126,7 @@ def trained(family: str, variant: str, protocol: str, runs: Path, seconds: float
             "val_loss": meta["val_loss"], "batch_size": meta["train"]["batch_size"]}
 
 
-def evaluate(family: str, protocol: str, nets: list[dict], max_size: int | None) -> list[dict]:
+def evaluate(family: str, protocol: str, nets: list[dict], max_size: int | None, skip_m2: bool = False) -> list[dict]:
     spec = FAMILIES[family]
     loaded = {n["variant"]: load_dcdm(n["run_dir"])[0] for n in nets}
     rows = []
@@ -145,7 +148,7 @@ def evaluate(family: str, protocol: str, nets: list[dict], max_size: int | None)
                 record(m, solvers.solve(A, b, method=m, tol=TOL))
             for variant, net in loaded.items():
                 direction = Direction.for_matrix(net, A, device=runtime.device("auto"))
-                for memory, tag in ((2, "m2"), (None, "all")):
+                for memory, tag in ((2, "m2"), (None, "all"))[int(skip_m2):]:
                     record(f"{variant}/{tag}", dcdm_solve(A, b, direction, tol=TOL, maxiter=spec["maxiter"], memory=memory))
                 r, at = solve_with_fallback(A, b, direction, tol=TOL, memory=None)
                 record(f"{variant}+ho", r, at)
@@ -228,6 +231,8 @@ def main(argv=None) -> None:
     parser.add_argument("--train-seconds", type=float, default=None, help="training budget per network (max_seconds)")
     parser.add_argument("--parallel", action="store_true", help="train the networks in parallel, one process each")
     parser.add_argument("--max-size", type=int, default=None, help="skip evaluation sizes above this")
+    parser.add_argument("--skip-m2", action="store_true",
+                        help="skip the paper's two-direction iteration (/m2: it does not converge on these families and spends its cap)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dcdm"))
     parser.add_argument("--runs", type=Path, default=None, help="trained-run cache (default OUT/runs)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1)")
@@ -255,7 +260,7 @@ def main(argv=None) -> None:
     nets += [trained(*job) for job in todo if job not in first]
     rows = []
     for fam in dict.fromkeys(f for f, _ in jobs):
-        rows += evaluate(fam, protocol, [n for n in nets if n["family"] == fam], args.max_size)
+        rows += evaluate(fam, protocol, [n for n in nets if n["family"] == fam], args.max_size, args.skip_m2)
     lines = verdicts(rows, protocol)
     print("\n".join(lines))
     write(rows, nets, args.out, protocol, lines, time.perf_counter() - t0)

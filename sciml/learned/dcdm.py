@@ -534,6 +534,10 @@ class DCDMTrainOptions:
         loss is the residual after k steps of :func:`dcdm_solve` with all directions kept, so
         the network also learns the residuals the iteration leaves it, not only fresh ones.
     init : a DCDM run directory whose weights (same network config) start the training.
+    loss : ``"residual"`` (the paper's: ``||r_k||^2`` for spectrally biased unit right-hand sides)
+        or ``"energy"``: the drawn vectors are the solutions ``x`` (``b = A x``, scaled to unit
+        norm) and the loss is ``||x - x_k||_A^2 / ||x||_A^2``, the quantity a conjugate-direction
+        iteration minimises, after ``unroll`` steps (:func:`unrolled_loss`).
     """
 
     pde: str = "poisson"
@@ -554,6 +558,7 @@ class DCDMTrainOptions:
     max_seconds: Optional[float] = None
     unroll: int = 1
     init: Optional[str] = None
+    loss: str = "residual"
     device: str = "auto"
     num_threads: int | None = None
 
@@ -567,6 +572,8 @@ class DCDMTrainOptions:
             object.__setattr__(self, "steps", steps)
         if self.unroll < 1:
             raise ConfigError(f"unroll must be >= 1, got {self.unroll}")
+        if self.loss not in ("residual", "energy"):
+            raise ConfigError(f"dcdm loss must be 'residual' or 'energy', got {self.loss!r}")
         if self.steps < 1 or self.batch_size < 1 or self.n_systems < 1 or self.lr <= 0 or self.log_every < 1:
             raise ConfigError("steps, batch_size, n_systems and log_every must be >= 1 and lr > 0")
 
@@ -627,11 +634,11 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
                               fields={"loss": "-"}) as advance:
             for step in range(1, opts.steps + 1):
                 At, shape, fluid, features, gen, _ = prepared[(step - 1) % len(prepared)]
-                b = _draw(gen, At, opts.batch_size, rng, device)
-                if opts.unroll == 1:
+                b, x = _pair(At, _draw(gen, At, opts.batch_size, rng, device), opts.loss)
+                if opts.unroll == 1 and x is None:
                     loss = dcdm_loss(At, b, _apply(net, b, shape, fluid, features))
                 else:
-                    loss = unrolled_loss(net, At, b, shape, fluid, features, opts.unroll)
+                    loss = unrolled_loss(net, At, b, shape, fluid, features, opts.unroll, x)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -645,7 +652,7 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
                 running.append(loss.item())
                 out_of_time = opts.max_seconds is not None and time.perf_counter() - t0 >= opts.max_seconds
                 if step % opts.log_every == 0 or step == opts.steps or out_of_time:
-                    val = _val_loss(net, prepared, opts.unroll)
+                    val = _val_loss(net, prepared, opts.unroll, opts.loss)
                     rows.append({"step": step, "train_loss": float(np.mean(running)), "val_loss": val,
                                  "lr": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
                     running = []
@@ -683,21 +690,37 @@ def _draw(gen: SpectralRHS, At: torch.Tensor, k: int, rng: np.random.Generator, 
     return V / V.norm(dim=0, keepdim=True)
 
 
+def _pair(At: torch.Tensor, v: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(b, x)`` for drawn vectors ``v``: ``(v, None)`` for the residual loss; for the energy loss
+    ``x = v`` and ``b = A v``, both divided by ``||A v||`` (unit right-hand sides)."""
+    if loss != "energy":
+        return v, None
+    b = _spmm(At, v)
+    n = b.norm(dim=0, keepdim=True).clamp_min(1e-30)
+    return b / n, v / n
+
+
 def unrolled_loss(net: DCDMNet, At: torch.Tensor, b: torch.Tensor, shape, fluid: torch.Tensor,
-                  features: torch.Tensor | None, steps: int) -> torch.Tensor:
+                  features: torch.Tensor | None, steps: int, x: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over unit columns ``b`` ``(N, B)`` of ``||r_k||^2``, the residual after ``steps`` steps of
     the conjugate-direction iteration from ``x = 0`` with all directions kept (differentiable
-    through every step; ``steps = 1`` is :func:`dcdm_loss`)."""
-    r, prev = b, []
+    through every step; ``steps = 1`` is :func:`dcdm_loss`). Given the solutions ``x`` of ``A x = b``,
+    the mean of ``||x - x_k||_A^2 / ||x||_A^2`` instead: ``1 - sum_k (p_k.r_k)^2 / (p_k.A p_k) / x.b``,
+    each exact line search removing ``(p.r)^2 / p.Ap`` of the error's squared A-norm."""
+    r, prev, drop = b, [], 0.0
     for _ in range(steps):
         p = _apply(net, r / r.norm(dim=0, keepdim=True).clamp_min(1e-30), shape, fluid, features)
         for pj, Apj, pAp in prev:
             p = p - (p * Apj).sum(0) / pAp * pj
         Ap = _spmm(At, p)
         pAp = (p * Ap).sum(0).clamp_min(1e-30)
-        r = r - (p * r).sum(0) / pAp * Ap
+        pr = (p * r).sum(0)
+        drop = drop + pr * pr / pAp
+        r = r - pr / pAp * Ap
         prev.append((p, Ap, pAp))
-    return (r**2).sum(0).mean()
+    if x is None:
+        return (r**2).sum(0).mean()
+    return (1 - drop / (x * b).sum(0)).mean()
 
 
 def _apply(net: DCDMNet, b: torch.Tensor, shape, fluid: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
@@ -709,11 +732,14 @@ def _apply(net: DCDMNet, b: torch.Tensor, shape, fluid: torch.Tensor, features: 
 
 
 @torch.no_grad()
-def _val_loss(net, prepared, unroll: int = 1) -> float:
+def _val_loss(net, prepared, unroll: int = 1, loss: str = "residual") -> float:
     """The training loss (``unroll`` steps) on the fixed validation vectors, mean over the systems."""
     net.eval()
-    v = float(np.mean([unrolled_loss(net, At, val, shape, fluid, features, unroll).item()
-                       for At, shape, fluid, features, _, val in prepared]))
+    losses = []
+    for At, shape, fluid, features, _, val in prepared:
+        b, x = _pair(At, val, loss)
+        losses.append(unrolled_loss(net, At, b, shape, fluid, features, unroll, x).item())
+    v = float(np.mean(losses))
     net.train()
     return v
 
