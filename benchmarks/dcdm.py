@@ -19,7 +19,9 @@ draws its training vectors with the low-spectrum weight on the lowest 10 % (not 
 ``-unroll4`` / ``-unroll8`` fine-tune ``dcdm`` (then ``-unroll4``) on 16 fields with the loss taken
 after 4 (8) conjugate-direction steps instead of one (``unroll``; on this CPU, 330 s / 480 s),
 ``-unroll8-128`` fine-tunes ``-unroll8`` on 8 fields at 128^2 (400 s), ``-unroll8-128slow`` on 16
-fields at a 5x lower learning rate (2e-4, 900 s).
+fields at a 5x lower learning rate (2e-4, 900 s). On obstacles, ``dcdm-plain-16`` is the
+residual-only network trained on this CPU at 16^3 (150 s) and ``dcdm-plain-16-32`` that one
+fine-tuned at 32^3 (lr 1e-3, 300 s): a network trained on sizes up to 32^3.
 
 Each network is measured three ways: its own iteration with the paper's two previous directions
 (``/m2``) and with all of them (``/all``, the default of new runs), without any hand-over, and the
@@ -33,6 +35,8 @@ iterations at 64^3 and 128^3 at most 1.5x those at 32^3.
 
     python benchmarks/dcdm.py --quick                       # a few minutes on one core (networks under-trained)
     python benchmarks/dcdm.py --parallel --train-seconds 220  # full protocol as measured (one process per network)
+    python benchmarks/dcdm.py --families obstacles --variants dcdm-plain-16,dcdm-plain-16-32 --skip-m2 --threads 2
+                                                            # the CPU-trained 3-D networks (~17 min on 2 cores)
 
 Trained runs are cached in ``--runs`` (``<family>-<variant>-s<res>``) and reused when present.
 CLI equivalent of one network and one solve:

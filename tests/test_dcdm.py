@@ -143,39 +143,6 @@ def test_unrolled_loss_is_the_residual_after_k_solver_steps():
     assert got == pytest.approx(want, rel=1e-8)
 
 
-def test_energy_loss_is_the_a_norm_error_left_after_k_solver_steps():
-    """loss='energy': the drawn vectors are solutions x, b = A x (unit), and the loss after k steps is
-    ||x - x_k||_A^2 / ||x||_A^2 with x_k dcdm_solve's iterate, computed here from the iterate itself;
-    it lies in [0, 1) and is 0 for the exact inverse."""
-    from sciml.learned.dcdm import _pair, unrolled_loss
-
-    torch.manual_seed(4)
-    net = DCDMNet(DCDMConfig(dim=2, features=False, jacobi=False)).double()
-    A = laplacian(12, dim=2)
-    At, fluid = _torch_sparse(A, "cpu", torch.float64), torch.ones(A.shape[0], dtype=torch.float64)
-    b, x = _pair(At, torch.from_numpy(np.random.default_rng(6).standard_normal((A.shape[0], 2))), "energy")
-    assert torch.allclose(b.norm(dim=0), torch.ones(2, dtype=torch.float64))
-    assert torch.allclose(At @ x, b)
-
-    def direction(r):
-        with torch.no_grad():
-            t = torch.from_numpy(r * (np.sqrt(r.size) / np.linalg.norm(r))).reshape(1, 1, 12, 12)
-            return net(t, torch.ones_like(t)).reshape(-1).numpy()
-
-    for k in (1, 3):
-        with torch.no_grad():
-            got = unrolled_loss(net, At, b, (12, 12), fluid, None, k, x).item()
-        want = []
-        for j in range(2):
-            xj, bj = x[:, j].numpy(), b[:, j].numpy()
-            e = xj - dcdm_solve(A, bj, direction, tol=0, maxiter=k, memory=None).x
-            want.append(e @ (A @ e) / (xj @ (A @ xj)))
-        assert 0 < got < 1 and got == pytest.approx(np.mean(want), rel=1e-10)
-    Ainv = torch.from_numpy(np.linalg.inv(A.toarray()))  # the exact inverse leaves no error after one step
-    exact_net = lambda r, m, f=None: (Ainv @ r.reshape(r.shape[0], -1).T).T.reshape(r.shape)  # noqa: E731
-    assert unrolled_loss(exact_net, At, b, (12, 12), fluid, None, 1, x).item() < 1e-12
-
-
 # ----------------------------------------------------------------------------- iteration
 
 

@@ -74,9 +74,20 @@ Measured (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-04/dcdm.md``
   convergence. Grid growth 64^2 -> 128^2 is still 4.6x against IC(0)'s 1.9x.
 * 3-D obstacles, trained at 32^3 on 32 geometries: the residual-only network (the mask channel
   already carries this matrix) takes 20-21 / 37 / 66 iterations at 32^3 / 64^3 / 128^3 (PCG-IC(0)
-  41 / 82 / 166): 1.8x per doubling, not the 1.5x at 4x the size the issue asks for, nor the
-  paper's size independence. The feature network is worse (62-80 at 32^3, 4.8e-6 after 300 at
-  64^3): lower training loss, poorer multi-step convergence.
+  41 / 82 / 166): 1.8x per doubling. The feature network is worse (62-80 at 32^3, 4.8e-6 after
+  300 at 64^3): lower training loss, poorer multi-step convergence. Trained on the 2-core CPU at
+  16^3 instead (150 s, 997 steps): 13-14 / 22 / 30, fewer iterations everywhere and 1.5x per
+  doubling; fine-tuned from it at 32^3 (300 s, 303 steps): 17-19 / 26 / 35, 1.44x at 64^3 but
+  1.94x at 128^3 (``benchmarks/measured/cpu-2026-12-05/dcdm-obstacles-cpu.md``). None reaches
+  the 1.5x at 4x the size the issue asks for, nor the paper's size independence. Tried on the
+  same CPU at 16^3 and not kept (150 s each, 32^3 / 64^3 iterations against 13.5 / 20 for the
+  kept layout in the same sweep): bilinear upsampling 13.5 / 23; a fixed factor 2 or 4 on each
+  coarser level's output (the Galerkin scaling of a second-order stencil) 16 / 28 and 16.5 / 36;
+  recursing to 1 or 2 points per axis 22 / 40 and 16.5 / 29, to 8 16.5 / 37 (its shared levels
+  never run at 16^3); a fixed 2 levels 15.5 / 26; 16^3 and 32^3 matrices mixed (same time, fewer
+  steps) 17.5 / 30; the loss after 4 steps (300 s more) 12.5 / 20; and the loss taken in the
+  energy norm, ``||x - x_1||_A^2 / ||x||_A^2`` with spectrally biased solutions ``x``,
+  23.5 / 40 (73 at 128^3).
 
 Choices of ours, stated: the residual enters the network scaled to unit RMS
 (``r * sqrt(N) / ||r||``; the paper scales to unit norm), which keeps the input's size the
@@ -534,10 +545,6 @@ class DCDMTrainOptions:
         loss is the residual after k steps of :func:`dcdm_solve` with all directions kept, so
         the network also learns the residuals the iteration leaves it, not only fresh ones.
     init : a DCDM run directory whose weights (same network config) start the training.
-    loss : ``"residual"`` (the paper's: ``||r_k||^2`` for spectrally biased unit right-hand sides)
-        or ``"energy"``: the drawn vectors are the solutions ``x`` (``b = A x``, scaled to unit
-        norm) and the loss is ``||x - x_k||_A^2 / ||x||_A^2``, the quantity a conjugate-direction
-        iteration minimises, after ``unroll`` steps (:func:`unrolled_loss`).
     """
 
     pde: str = "poisson"
@@ -558,7 +565,6 @@ class DCDMTrainOptions:
     max_seconds: Optional[float] = None
     unroll: int = 1
     init: Optional[str] = None
-    loss: str = "residual"
     device: str = "auto"
     num_threads: int | None = None
 
@@ -572,8 +578,6 @@ class DCDMTrainOptions:
             object.__setattr__(self, "steps", steps)
         if self.unroll < 1:
             raise ConfigError(f"unroll must be >= 1, got {self.unroll}")
-        if self.loss not in ("residual", "energy"):
-            raise ConfigError(f"dcdm loss must be 'residual' or 'energy', got {self.loss!r}")
         if self.steps < 1 or self.batch_size < 1 or self.n_systems < 1 or self.lr <= 0 or self.log_every < 1:
             raise ConfigError("steps, batch_size, n_systems and log_every must be >= 1 and lr > 0")
 
@@ -634,11 +638,11 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
                               fields={"loss": "-"}) as advance:
             for step in range(1, opts.steps + 1):
                 At, shape, fluid, features, gen, _ = prepared[(step - 1) % len(prepared)]
-                b, x = _pair(At, _draw(gen, At, opts.batch_size, rng, device), opts.loss)
-                if opts.unroll == 1 and x is None:
+                b = _draw(gen, At, opts.batch_size, rng, device)
+                if opts.unroll == 1:
                     loss = dcdm_loss(At, b, _apply(net, b, shape, fluid, features))
                 else:
-                    loss = unrolled_loss(net, At, b, shape, fluid, features, opts.unroll, x)
+                    loss = unrolled_loss(net, At, b, shape, fluid, features, opts.unroll)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -652,7 +656,7 @@ def train_dcdm(out: str | Path, config: DCDMConfig | dict | None = None, progres
                 running.append(loss.item())
                 out_of_time = opts.max_seconds is not None and time.perf_counter() - t0 >= opts.max_seconds
                 if step % opts.log_every == 0 or step == opts.steps or out_of_time:
-                    val = _val_loss(net, prepared, opts.unroll, opts.loss)
+                    val = _val_loss(net, prepared, opts.unroll)
                     rows.append({"step": step, "train_loss": float(np.mean(running)), "val_loss": val,
                                  "lr": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
                     running = []
@@ -690,37 +694,21 @@ def _draw(gen: SpectralRHS, At: torch.Tensor, k: int, rng: np.random.Generator, 
     return V / V.norm(dim=0, keepdim=True)
 
 
-def _pair(At: torch.Tensor, v: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(b, x)`` for drawn vectors ``v``: ``(v, None)`` for the residual loss; for the energy loss
-    ``x = v`` and ``b = A v``, both divided by ``||A v||`` (unit right-hand sides)."""
-    if loss != "energy":
-        return v, None
-    b = _spmm(At, v)
-    n = b.norm(dim=0, keepdim=True).clamp_min(1e-30)
-    return b / n, v / n
-
-
 def unrolled_loss(net: DCDMNet, At: torch.Tensor, b: torch.Tensor, shape, fluid: torch.Tensor,
-                  features: torch.Tensor | None, steps: int, x: torch.Tensor | None = None) -> torch.Tensor:
+                  features: torch.Tensor | None, steps: int) -> torch.Tensor:
     """Mean over unit columns ``b`` ``(N, B)`` of ``||r_k||^2``, the residual after ``steps`` steps of
     the conjugate-direction iteration from ``x = 0`` with all directions kept (differentiable
-    through every step; ``steps = 1`` is :func:`dcdm_loss`). Given the solutions ``x`` of ``A x = b``,
-    the mean of ``||x - x_k||_A^2 / ||x||_A^2`` instead: ``1 - sum_k (p_k.r_k)^2 / (p_k.A p_k) / x.b``,
-    each exact line search removing ``(p.r)^2 / p.Ap`` of the error's squared A-norm."""
-    r, prev, drop = b, [], 0.0
+    through every step; ``steps = 1`` is :func:`dcdm_loss`)."""
+    r, prev = b, []
     for _ in range(steps):
         p = _apply(net, r / r.norm(dim=0, keepdim=True).clamp_min(1e-30), shape, fluid, features)
         for pj, Apj, pAp in prev:
             p = p - (p * Apj).sum(0) / pAp * pj
         Ap = _spmm(At, p)
         pAp = (p * Ap).sum(0).clamp_min(1e-30)
-        pr = (p * r).sum(0)
-        drop = drop + pr * pr / pAp
-        r = r - pr / pAp * Ap
+        r = r - (p * r).sum(0) / pAp * Ap
         prev.append((p, Ap, pAp))
-    if x is None:
-        return (r**2).sum(0).mean()
-    return (1 - drop / (x * b).sum(0)).mean()
+    return (r**2).sum(0).mean()
 
 
 def _apply(net: DCDMNet, b: torch.Tensor, shape, fluid: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
@@ -732,14 +720,11 @@ def _apply(net: DCDMNet, b: torch.Tensor, shape, fluid: torch.Tensor, features: 
 
 
 @torch.no_grad()
-def _val_loss(net, prepared, unroll: int = 1, loss: str = "residual") -> float:
+def _val_loss(net, prepared, unroll: int = 1) -> float:
     """The training loss (``unroll`` steps) on the fixed validation vectors, mean over the systems."""
     net.eval()
-    losses = []
-    for At, shape, fluid, features, _, val in prepared:
-        b, x = _pair(At, val, loss)
-        losses.append(unrolled_loss(net, At, b, shape, fluid, features, unroll, x).item())
-    v = float(np.mean(losses))
+    v = float(np.mean([unrolled_loss(net, At, val, shape, fluid, features, unroll).item()
+                       for At, shape, fluid, features, _, val in prepared]))
     net.train()
     return v
 
