@@ -81,9 +81,10 @@ Measured (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-04/dcdm.md``
   1.94x at 128^3 (``benchmarks/measured/cpu-2026-12-05/dcdm-obstacles-cpu.md``). None reaches
   the 1.5x at 4x the size the issue asks for, nor the paper's size independence. Tried on the
   same CPU at 16^3 and not kept (150 s each, 32^3 / 64^3 iterations against 13.5 / 20 for the
-  kept layout in the same sweep): bilinear upsampling 13.5 / 23; a fixed factor 2 or 4 on each
-  coarser level's output (the Galerkin scaling of a second-order stencil) 16 / 28 and 16.5 / 36;
-  recursing to 1 or 2 points per axis 22 / 40 and 16.5 / 29, to 8 16.5 / 37 (its shared levels
+  kept layout in the same sweep): bilinear upsampling 13.5 / 23; a fixed factor on each coarser
+  level's output (4 is the Galerkin scaling of a second-order stencil) of 2, 16 / 28 (13.5 / 21
+  with bilinear upsampling), and of 4 with bilinear upsampling, 16.5 / 36;
+  recursing to 1 or 2 points per axis 22 / 40 and 16.5 / 29, to 8 18 / 37 (its shared levels
   never run at 16^3); a fixed 2 levels 15.5 / 26; 16^3 and 32^3 matrices mixed (same time, fewer
   steps) 17.5 / 30; the loss after 4 steps (300 s more) 12.5 / 20; and the loss taken in the
   energy norm, ``||x - x_1||_A^2 / ||x||_A^2`` with spectrally biased solutions ``x``,
