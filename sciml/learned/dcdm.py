@@ -78,7 +78,9 @@ Measured (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-04/dcdm.md``
   300 at 64^3): lower training loss, poorer multi-step convergence. Trained on the 2-core CPU at
   16^3 instead (150 s, 997 steps): 13-14 / 22 / 30, fewer iterations everywhere and 1.5x per
   doubling; fine-tuned from it at 32^3 (300 s, 303 steps): 17-19 / 26 / 35, 1.44x at 64^3 but
-  1.94x at 128^3 (``benchmarks/measured/cpu-2026-12-05/dcdm-obstacles-cpu.md``). None reaches
+  1.94x at 128^3 (``benchmarks/measured/cpu-2026-12-05/dcdm-obstacles-cpu.md``); fine-tuned at
+  32^3 with the loss after 2 steps instead (lr 3e-4, 400 s): 12-13 / 19 / 27, the fewest at every
+  size, 1.52x and 2.16x (``dcdm-obstacles-cpu-u2.md``). None reaches
   the 1.5x at 4x the size the issue asks for, nor the paper's size independence. Tried on the
   same CPU at 16^3 and not kept (150 s each, 32^3 / 64^3 iterations against 13.5 / 20 for the
   kept layout in the same sweep): bilinear upsampling 13.5 / 23; a fixed factor on each coarser
