@@ -8,6 +8,7 @@ the identical file) and sweeps by tests/test_sweep.py.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -41,7 +42,9 @@ def train_args(data, out):
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("interrupts")
     data = root / "d.h5"
-    datasets.generate("darcy", n=48, resolution=16, seed=0, out=data, progress=False)
+    # 144 samples: each epoch takes long enough (~0.1 s here) that a kill aimed inside an epoch is not
+    # overtaken by the end of the run when the test's process is descheduled on a loaded machine
+    datasets.generate("darcy", n=144, resolution=16, seed=0, out=data, progress=False)
     ref = root / "ref"
     proc = cli(*train_args(data, ref))
     out, err = proc.communicate(timeout=300)
@@ -148,8 +151,6 @@ SWEEP = {
 
 
 def sweep_rows(out):
-    import csv
-
     with open(out / "results.csv") as fh:
         timing = ("train_seconds", "model_s_per_sample", "finished")  # wall clock, not results
         return {row["cell"]: {k: v for k, v in row.items() if k not in timing} for row in csv.DictReader(fh)}
@@ -171,7 +172,9 @@ def test_kill_a_sweep_then_rerun_finishes_with_the_uninterrupted_results(referen
         assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1]}"
         assert time.perf_counter() - t0 < 300
         time.sleep(0.01)
-    time.sleep(random.Random(int(sig)).uniform(0.0, 1.0))
+    with open(tmp_path / "ref" / "results.csv") as fh:  # one cell's training time; two cells are still to come
+        cell = min(float(row["train_seconds"]) for row in csv.DictReader(fh))
+    time.sleep(random.Random(int(sig)).uniform(0.0, 1.0) * cell)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "Traceback" not in err, err
