@@ -8,7 +8,6 @@ the identical file) and sweeps by tests/test_sweep.py.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -27,10 +26,17 @@ from sciml import datasets
 EPOCHS = 6
 
 
+def _default_sigint():
+    """A child starts with Ctrl-C at its default, as under a terminal: an ignored SIGINT is
+    inherited through exec, and Python then installs no KeyboardInterrupt handler (in CI both
+    SIGINT cases of this module saw their child finish with exit 0, on the same xdist worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "sciml", *map(str, args)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kw)
 
 
 def train_args(data, out):
@@ -42,9 +48,7 @@ def train_args(data, out):
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("interrupts")
     data = root / "d.h5"
-    # 144 samples: each epoch takes long enough (~0.1 s here) that a kill aimed inside an epoch is not
-    # overtaken by the end of the run when the test's process is descheduled on a loaded machine
-    datasets.generate("darcy", n=144, resolution=16, seed=0, out=data, progress=False)
+    datasets.generate("darcy", n=48, resolution=16, seed=0, out=data, progress=False)
     ref = root / "ref"
     proc = cli(*train_args(data, ref))
     out, err = proc.communicate(timeout=300)
@@ -151,6 +155,8 @@ SWEEP = {
 
 
 def sweep_rows(out):
+    import csv
+
     with open(out / "results.csv") as fh:
         timing = ("train_seconds", "model_s_per_sample", "finished")  # wall clock, not results
         return {row["cell"]: {k: v for k, v in row.items() if k not in timing} for row in csv.DictReader(fh)}
@@ -172,9 +178,7 @@ def test_kill_a_sweep_then_rerun_finishes_with_the_uninterrupted_results(referen
         assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1]}"
         assert time.perf_counter() - t0 < 300
         time.sleep(0.01)
-    with open(tmp_path / "ref" / "results.csv") as fh:  # one cell's training time; two cells are still to come
-        cell = min(float(row["train_seconds"]) for row in csv.DictReader(fh))
-    time.sleep(random.Random(int(sig)).uniform(0.0, 1.0) * cell)
+    time.sleep(random.Random(int(sig)).uniform(0.0, 1.0))
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "Traceback" not in err, err
