@@ -36,8 +36,8 @@ iterations at 64^3 and 128^3 at most 1.5x those at 32^3.
 
     python benchmarks/dcdm.py --quick                       # a few minutes on one core (networks under-trained)
     python benchmarks/dcdm.py --parallel --train-seconds 220  # full protocol as measured (one process per network)
-    python benchmarks/dcdm.py --families obstacles --variants dcdm-plain-16,dcdm-plain-16-32 --skip-m2 --threads 2
-                                                            # the CPU-trained 3-D networks (~17 min on 2 cores)
+    python benchmarks/dcdm.py --families obstacles --variants dcdm-plain-16,dcdm-plain-16-32,dcdm-plain-16-32u2 \
+        --skip-m2 --threads 2                               # the CPU-trained 3-D networks (~25 min on 2 cores)
 
 Trained runs are cached in ``--runs`` (``<family>-<variant>-s<res>``) and reused when present.
 CLI equivalent of one network and one solve:
