@@ -90,7 +90,11 @@ Measured (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-04/dcdm.md``
   never run at 16^3); a fixed 2 levels 15.5 / 26; 16^3 and 32^3 matrices mixed (same time, fewer
   steps) 17.5 / 30; the loss after 4 steps (300 s more) 12.5 / 20; and the loss taken in the
   energy norm, ``||x - x_1||_A^2 / ||x||_A^2`` with spectrally biased solutions ``x``,
-  23.5 / 40 (73 at 128^3).
+  23.5 / 40 (73 at 128^3). The growth is not in the lowest modes: deflating the iteration by one
+  indicator vector per 4^3 block of cells (every mode smoother than a block removed exactly) takes
+  the 2-step network to 11 / 15 / 20, still 1.8x at 128^3, while PCG-IC(0) deflated the same way
+  becomes size-independent, 15 / 17 / 17, and beats every DCDM network at 128^3
+  (``benchmarks/measured/cpu-2026-12-05/dcdm-deflation-probe.md``).
 
 Choices of ours, stated: the residual enters the network scaled to unit RMS
 (``r * sqrt(N) / ||r||``; the paper scales to unit norm), which keeps the input's size the
