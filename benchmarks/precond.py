@@ -24,6 +24,9 @@ the three methods with a trained operator (``sciml.learned.neural_precond``):
           (``--set coarse_repeats=3``; ``benchmarks/nmg_recursion.py``)
   nmg3    three learned stages per smoothing side (``--set stages=3``): a stronger smoother, for
           the families whose two-grid cycle with nmg2's smoother misses the target
+  nmg3k5  nmg3 with 5x5 learned stencils (``--set stages=3 --set kernel=5``, 2.2x nmg3's cost per
+          cycle): on ConDiff variance 2.0 5/6/6/5/5 iterations against nmg3's 5/6/6/6/5
+          (``benchmarks/measured/cpu-2026-12-05/nmg3k5-condiff-high.md``)
 
 The neural multigrid's targets (shared/TARGETS.md, issue 19) are judged against PCG-MG with the
 same hierarchy and sweeps: iterations <= 0.6x at every size 64^2..1024^2, growth <= 1.15x per
@@ -93,22 +96,23 @@ CLASSICAL = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg"]
 #: learned solver is compared with the structured multigrid on the same hardware
 SAME_DEVICE = ("pcg-mg",)
 #: methods run at every size of the protocol's mg_sizes (the rest at sizes)
-MG_METHODS = ("pcg-amg", "pcg-mg", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3")
+MG_METHODS = ("pcg-amg", "pcg-mg", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3", "nmg3k5")
 NET_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3"]
+NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3", "nmg3k5"]
 #: the neural multigrid variants: their network config (``NMGConfig``: learned stages per
 #: smoothing side, learned interpolation)
 NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2, "interpolation": "learned"},
               "nmg2ft128": {"stages": 2, "finetune": {"from": "nmg2", "size": 128, "steps": 100, "lr": 1e-3}},
               "nmg2pcg": {"stages": 2, "train": {"loss": "pcg"}},
-              "nmg2c3": {"stages": 2, "coarse_repeats": 3}, "nmg3": {"stages": 3}}
+              "nmg2c3": {"stages": 2, "coarse_repeats": 3}, "nmg3": {"stages": 3},
+              "nmg3k5": {"stages": 3, "kernel": 5}}
 NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
 LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "pcg-mg": "PCG-MG",
           "fcg": "FCG+net", "fgmres": "FGMRES+net", "hints": "HINTS (GS+net)",
           "nmg": "NMG (PCG)", "nmg2": "NMG, 2 stages",
           "nmgi": "NMG, 2 stages + learned P", "nmg2ft128": "NMG, 2 stages, tuned at 128^2",
           "nmg2pcg": "NMG, 2 stages, PCG loss", "nmg2c3": "NMG, 2 stages, coarse smoothing x3",
-          "nmg3": "NMG, 3 stages"}
+          "nmg3": "NMG, 3 stages", "nmg3k5": "NMG, 3 stages, 5x5 stencils"}
 FAMILIES = {
     "darcy": {"pde": "darcy", "params": {}, "offset": 2},
     "condiff-low": {"pde": "condiff", "params": {"variance": 0.1}, "offset": 0},

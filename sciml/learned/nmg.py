@@ -101,7 +101,11 @@ class NMGConfig:
 
     dim : 2 or 3.
     kernel : the learned stencil ``Ŵ`` has ``kernel^dim`` points (odd; 3: a 3x3 stencil, so ``H``
-        reaches 5x5).
+        reaches 5x5). 5 (with 3 stages, 95.6 instead of 44.4 finest-grid stencil applications per
+        cycle) lowers the held-out cycle factor on ConDiff variance 2.0 only from 0.087 to 0.078
+        and takes 5/6/6/5/5 PCG iterations at 64^2..1024^2 against 5/6/6/6/5
+        (``benchmarks/measured/cpu-2026-12-05/nmg3k5-condiff-high.md``): there the coarse space,
+        not the smoother, limits the cycle.
     width, layers : channels and number of 3^d convolutions of the network (GELU between). The
         default (12, 2: 1,857 parameters) is as good as (24, 3) on Darcy (held-out cycle factor
         0.049 vs 0.047, 6 PCG iterations at 64^2..1024^2 both) and 5x cheaper at set-up.
