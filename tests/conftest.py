@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import os
+import signal
+import warnings
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_left_as_found(request):
+    """Every test leaves Ctrl-C's handler as it found it. A SIGINT left ignored in a test process
+    is inherited by every child it starts after (through exec), whose Ctrl-C then does nothing: in
+    CI the Ctrl-C tests of two modules saw their children finish with exit 0 that way. The handler
+    is put back, with a warning naming the test that changed it."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        warnings.warn(f"{request.node.nodeid} left SIGINT's handler at {after!r}; put back")
 
 
 @pytest.fixture(autouse=True, scope="session")
