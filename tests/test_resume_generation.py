@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -58,11 +59,18 @@ def done_on_disk(partial) -> int:
         return -1
 
 
+#: children start with Ctrl-C at its default, as under a terminal: an ignored SIGINT is inherited
+#: through exec, and Python then installs no KeyboardInterrupt handler. In CI both Ctrl-C tests
+#: here saw their child finish with exit 0 on one xdist worker, twice in a row; no test left
+#: Python's handler at SIG_IGN (``conftest._sigint_left_as_found``), so the cause is not found.
+DEFAULT_SIGINT = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+
+
 def start_slow_run(tmp_path, out):
     script = tmp_path / "slow_cli.py"
     script.write_text(SLOW_CLI)
     return subprocess.Popen([sys.executable, str(script), *ARGS, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=DEFAULT_SIGINT)
 
 
 def wait_for_done_samples(proc, partial, timeout=60.0) -> int:
@@ -202,7 +210,8 @@ def test_ctrl_c_in_a_terminal_stops_a_parallel_run_cleanly(tmp_path, reference):
     slow.write_text(SLOW_SOLVES % 0.1)
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": f"[{str(slow)!r}]"}
     proc = subprocess.Popen([sys.executable, "-m", "sciml", *ARGS, "-w", "2", "--out", str(out)], env=env,
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=DEFAULT_SIGINT)
     wait_for_done_samples(proc, partial)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
