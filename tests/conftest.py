@@ -14,10 +14,11 @@ torch.set_num_threads(2)
 
 @pytest.fixture(autouse=True)
 def _sigint_left_as_found(request):
-    """Every test leaves Ctrl-C's handler as it found it. A SIGINT left ignored in a test process
-    is inherited by every child it starts after (through exec), whose Ctrl-C then does nothing: in
-    CI the Ctrl-C tests of two modules saw their children finish with exit 0 that way. The handler
-    is put back, with a warning naming the test that changed it."""
+    """Every test leaves Ctrl-C's handler as it found it; one that changed it is named in a warning.
+    A SIGINT left ignored in a test process is inherited by every child it starts after (through
+    exec), whose Ctrl-C then does nothing. In CI the Ctrl-C tests of two modules saw their children
+    finish with exit 0 so, yet no test left SIG_IGN as Python sees it: those tests start their
+    children with SIGINT at its default themselves, and this guard names any test that does change it."""
     before = signal.getsignal(signal.SIGINT)
     yield
     after = signal.getsignal(signal.SIGINT)
