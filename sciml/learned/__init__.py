@@ -7,6 +7,6 @@ and its run kind (:func:`sciml.runs.load`). The earlier layers find it through t
 ``sciml.plugins`` entry points (:func:`sciml.registry.load_plugins`), never by importing it.
 """
 
-from . import cgs, dcdm, neural_precond, nmg
+from . import cgs, dcdm, dcdm_mg, neural_precond, nmg
 
-__all__ = ["cgs", "dcdm", "neural_precond", "nmg"]
+__all__ = ["cgs", "dcdm", "dcdm_mg", "neural_precond", "nmg"]

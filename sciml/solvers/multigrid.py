@@ -443,6 +443,27 @@ class Multigrid:
             u = level.smooth(u, f, reverse=True)
         return u[_interior(level.dim)].contiguous()
 
+    def coarse_correction(self, r: torch.Tensor) -> torch.Tensor:
+        """``P B_1 P^T r`` for a finest-level residual ``r`` ``(B, *shape)``: the correction the
+        V-cycle adds after pre-smoothing, with ``B_1`` the V-cycle of the levels below the finest
+        (the exact solve when level 1 is the coarsest; ``A^-1 r`` when the finest level is)."""
+        if len(self.levels) == 1:
+            return self._cycle(0, r)
+        level = self.levels[0]
+        return prolong(level, self._cycle(1, restrict(level, r)))[_interior(level.dim)].contiguous()
+
+    def smooth(self, f: torch.Tensor, x: torch.Tensor | None = None, sweeps: int = 1,
+               reverse: bool = False) -> torch.Tensor:
+        """``sweeps`` Gauss-Seidel sweeps of the finest level on ``A x = f`` from ``x`` (zero by
+        default), in the post-smoothing order when ``reverse``: the new ``x`` ``(B, *shape)``."""
+        level = self.levels[0]
+        u = level.padded()
+        if x is not None:
+            u[_interior(level.dim)] = x
+        for _ in range(sweeps):
+            u = level.smooth(u, f, reverse=reverse)
+        return u[_interior(level.dim)].contiguous()
+
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` of the finest level for ``x`` ``(B, *shape)``."""
         level = self.levels[0]

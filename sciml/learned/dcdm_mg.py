@@ -1,0 +1,104 @@
+"""DCDM inside the multigrid cycle: the network as the finest level's smoother (``dcdm-mg:RUN``).
+
+A DCDM network used alone (:mod:`.dcdm`) has to approximate ``A^-1`` at every scale, and at
+scales it never saw in training it does not: on the 3-D obstacles a network trained at 32^3
+takes 13 / 19 / 27 iterations at 32^3 / 64^3 / 128^3, 2.08x, and deflating the lowest modes
+does not fix it (``benchmarks/measured/cpu-2026-12-05/dcdm-deflation-probe.md``). Here the
+network only has to do what a smoother does, and the classical hierarchy of ``pcg-mg``
+(:class:`sciml.solvers.multigrid.Multigrid`: Dendy's interpolation, Galerkin coarse grids)
+does the rest. For a residual ``r`` the search direction is ``x`` after, from ``x = 0``:
+
+1. ``sweeps`` Gauss-Seidel sweeps on ``A x = r`` (the V-cycle's pre-smoothing);
+2. a network step: ``q = f(r - A x)`` (:class:`.dcdm.Direction`, which works up to a scalar),
+   ``x += a q`` with ``a`` the exact A-line search for the error;
+3. the V-cycle's coarse-grid correction ``x += P B_1 P^T (r - A x)``
+   (:meth:`~sciml.solvers.multigrid.Multigrid.coarse_correction`);
+4. a second network step as in 2;
+5. ``sweeps`` Gauss-Seidel sweeps in the reverse order (post-smoothing).
+
+Without the network steps this is exactly the classical V(1,1)-cycle (tested). Each step never
+increases the error's A-norm: a line search along any ``q`` removes the error's A-orthogonal
+projection onto ``q``, and Gauss-Seidel and the coarse correction are A-norm contractions. The
+network is nonlinear, so the cycle is not a fixed SPD matrix and plain PCG does not apply; the
+DCDM iteration does (every direction A-orthogonalised against all previous ones, exact line
+search: :func:`.dcdm.dcdm_solve`), with the hand-over to PCG-IC(0) of :func:`.dcdm.solve_with_fallback`
+when the directions stop helping. Any DCDM run works, unchanged: the network is the one
+``sciml train dcdm`` trained alone.
+
+Measured on the 2-core CPU (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-05b/``):
+see the README's DCDM paragraph for the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .. import runtime
+from ..solvers import multigrid as mgm
+from ..solvers.linear import SolveResult, register_run_method
+from .dcdm import Direction, grid_shape, load_dcdm, solve_with_fallback
+
+KIND = "dcdm-mg"
+
+
+class CycleDirection:
+    """``r -> x``: one multigrid cycle on ``A x = r`` whose finest-level smoothing includes the
+    network's line-searched steps (module docstring). ``direction`` ``None``: the classical
+    V(``sweeps``, ``sweeps``)-cycle. Vectors are float64 numpy ``(N,)``, as for :class:`.dcdm.Direction`."""
+
+    def __init__(self, A: sp.spmatrix, direction=None, shape: tuple[int, ...] | None = None, sweeps: int = 1):
+        A = sp.csr_matrix(A)
+        self.shape = tuple(shape) if shape is not None else getattr(direction, "shape", None)
+        self.mg = mgm.Multigrid(mgm.stencils([A], self.shape))
+        self.shape = self.mg.shape
+        self.direction, self.sweeps = direction, int(sweeps)
+
+    def _tensor(self, v: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(1, *self.shape)
+
+    def _network_step(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        res = f - self.mg.matvec(x)
+        q = self._tensor(self.direction(res.reshape(-1).numpy()))
+        qAq = float((q * self.mg.matvec(q)).sum())
+        if not np.isfinite(qAq) or qAq <= 0:
+            return x  # the network gave nothing usable here: skip the step (the A-norm stays)
+        return x + float((q * res).sum()) / qAq * q
+
+    def __call__(self, r: np.ndarray) -> np.ndarray:
+        f = self._tensor(r)
+        x = self.mg.smooth(f, sweeps=self.sweeps)
+        if self.direction is not None:
+            x = self._network_step(x, f)
+        x = x + self.mg.coarse_correction(f - self.mg.matvec(x))
+        if self.direction is not None:
+            x = self._network_step(x, f)
+        return self.mg.smooth(f, x, sweeps=self.sweeps, reverse=True).reshape(-1).numpy().copy()
+
+    @classmethod
+    def for_matrix(cls, net, A: sp.spmatrix, device: str = "cpu", sweeps: int = 1) -> "CycleDirection":
+        """The cycle of ``A``'s hierarchy with ``net`` (a :class:`.dcdm.DCDMNet`) as its network."""
+        A = sp.csr_matrix(A)
+        return cls(A, Direction.for_matrix(net, A, device=device), grid_shape(A.shape[0], net.config.dim), sweeps)
+
+
+_CACHE: dict[str, object] = {}
+
+
+@register_run_method(KIND)
+def solve_with_run(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | None, x0, run: str) -> SolveResult:
+    """The ``dcdm-mg:RUN`` solve method: DCDM with the run's network inside ``pcg-mg``'s cycle."""
+    t0 = time.perf_counter()
+    key = str(Path(run).resolve())
+    if key not in _CACHE:
+        _CACHE[key] = load_dcdm(run)[0]
+    net = _CACHE[key]
+    direction = CycleDirection.for_matrix(net, A, device=runtime.device("auto"))
+    setup = time.perf_counter() - t0
+    result, _ = solve_with_fallback(A, b, direction, tol=tol, maxiter=maxiter, x0=x0, memory=None)
+    return dataclasses.replace(result, setup_time=setup, method=f"{KIND}:{run}")
