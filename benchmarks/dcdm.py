@@ -30,6 +30,10 @@ Each network is measured three ways: its own iteration with the paper's two prev
 directions removed less energy-norm error than one Jacobi steepest-descent step would,
 ``sciml.learned.dcdm.stalled``; the cell gives the hand-over iteration). Classical
 references on the same matrices and right-hand sides: CG, Jacobi-PCG and PCG-IC(0).
+``+mg`` is the ``dcdm-mg:RUN`` solve method (:mod:`sciml.learned.dcdm_mg`): the same network as the
+finest level's smoother inside ``pcg-mg``'s V-cycle (Gauss-Seidel, a line-searched network step,
+the classical coarse-grid correction, a network step, Gauss-Seidel), in the DCDM iteration with
+all directions and the same hand-over; ``pcg-mg`` (CG with that V-cycle alone) is its reference.
 Iteration counts are the measure; wall times are not reported (the benchmark shares its cores).
 Targets (issue 19, item 4): ConDiff: DCDM below PCG-IC(0) at 64^2 and 128^2; obstacles: DCDM
 iterations at 64^3 and 128^3 at most 1.5x those at 32^3.
@@ -64,6 +68,7 @@ from solvers import machine_notes  # noqa: E402  (benchmarks/solvers.py)
 
 from sciml import datasets, runtime, solvers  # noqa: E402
 from sciml.learned.dcdm import Direction, dcdm_solve, load_dcdm, solve_with_fallback, train_dcdm  # noqa: E402
+from sciml.learned.dcdm_mg import CycleDirection  # noqa: E402
 
 TOL = 1e-6
 PLAIN = {"features": False, "jacobi": False}
@@ -101,7 +106,7 @@ FAMILIES = {
                            "sizes": {32: 2, 64: 1, 128: 1}},
                   "quick": {"train": {"resolution": 8, "steps": 200, "n_systems": 4, "lr": 3e-3}, "sizes": {8: 2, 16: 1}}},
 }
-CLASSICAL = ("cg", "pcg-jacobi", "pcg-ic")
+CLASSICAL = ("cg", "pcg-jacobi", "pcg-ic", "pcg-mg")
 EVAL_SEED = 100
 
 
@@ -160,6 +165,9 @@ def evaluate(family: str, protocol: str, nets: list[dict], max_size: int | None,
                     record(f"{variant}/{tag}", dcdm_solve(A, b, direction, tol=TOL, maxiter=spec["maxiter"], memory=memory))
                 r, at = solve_with_fallback(A, b, direction, tol=TOL, memory=None)
                 record(f"{variant}+ho", r, at)
+                cycle = CycleDirection(A, direction, direction.shape)  # the dcdm-mg:RUN solve method
+                r, at = solve_with_fallback(A, b, cycle, tol=TOL, memory=None)
+                record(f"{variant}+mg", r, at)
     return rows
 
 
@@ -177,7 +185,7 @@ def mean_iterations(rows: list[dict], family: str, method: str) -> dict[int, flo
 def verdicts(rows: list[dict], protocol: str) -> list[str]:
     lines = []
     for family in ("condiff", "obstacles"):
-        methods = [m for m in dict.fromkeys(r["method"] for r in rows if r["family"] == family) if m.endswith(("/all", "/m2", "+ho"))]
+        methods = [m for m in dict.fromkeys(r["method"] for r in rows if r["family"] == family) if m.endswith(("/all", "/m2", "+ho", "+mg"))]
         ic = mean_iterations(rows, family, "pcg-ic")
         for m in methods:
             d = mean_iterations(rows, family, m)
