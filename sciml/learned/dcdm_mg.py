@@ -25,8 +25,19 @@ search: :func:`.dcdm.dcdm_solve`), with the hand-over to PCG-IC(0) of :func:`.dc
 when the directions stop helping. Any DCDM run works, unchanged: the network is the one
 ``sciml train dcdm`` trained alone.
 
-Measured on the 2-core CPU (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-05b/``):
-see the README's DCDM paragraph for the numbers.
+Measured on the 2-core CPU with networks trained for DCDM alone (``benchmarks/dcdm.py``, method
+``+mg``; ``benchmarks/measured/cpu-2026-12-05b/``), iterations to 1e-6 on unseen samples:
+
+* 3-D obstacles (``dcdm-plain-16-32u2``, trained up to 32^3): 5, 4 / 5 / 8 at 32^3 / 64^3 / 128^3,
+  against ``pcg-mg`` 9, 8 / 9 / 13 and the network alone 13, 12 / 19 / 27. Growth 1.11x at 64^3,
+  1.78x at 128^3; the 128^3 geometry is one where the classical cycle grows too (9 on three others,
+  where this cycle takes 7 and 6 on two). More steps or sweeps, an exact coarse solve, the
+  network's depth fixed at 32^3's, and fine-tuning through the cycle lowered counts but not that
+  ratio (``dcdm-cycle-probes.md``).
+* ConDiff variance 2.0 (trained at 64^2): 5-6 / 6-7 at 64^2 / 128^2 against ``pcg-mg`` 7 / 7,
+  PCG-IC(0) 97-104 / 181-189 and the networks alone 41-187 / 100-631.
+
+On the CPU the network dominates the cost: 53-70 s per solve at 128^3 against 3-4 s for ``pcg-mg``.
 """
 
 from __future__ import annotations
