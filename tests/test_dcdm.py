@@ -275,11 +275,11 @@ def test_cli_trains_dcdm_and_solves_with_it(tmp_path, capsys):
                                  "--out", out, "--no-progress", "--option", "log_every=50"], capsys)
     assert code in (0, None), err
     assert f"dcdm:{out}" in stdout
-    code, stdout, err = run_cli(["solve", "poisson3d", "-s", 16, "-p", "dim=2", "--method", f"cg,dcdm:{out}",
+    code, stdout, err = run_cli(["solve", "poisson3d", "-s", 16, "-p", "dim=2", "--method", f"cg,dcdm:{out},dcdm-mg:{out}",
                                  "--tol", "1e-6", "--plot", tmp_path / "res.png"], capsys)
     assert code in (0, None), err
-    rows = [ln for ln in stdout.splitlines() if "dcdm:" in ln or "│ cg" in ln]
-    assert len(rows) == 2 and all("yes" in r for r in rows)
+    rows = [ln for ln in stdout.splitlines() if "dcdm:" in ln or "dcdm-mg:" in ln or "│ cg" in ln]
+    assert len(rows) == 3 and all("yes" in r for r in rows), stdout
     assert (tmp_path / "res.png").stat().st_size > 1000
     code, _, err = run_cli(["solve", "poisson", "-s", 8, "--method", f"dcdm:{tmp_path / 'missing'}"], capsys)
     assert_one_line_error(code, err, "not a run directory")

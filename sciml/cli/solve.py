@@ -17,7 +17,7 @@ def solve(
     index: Annotated[int, typer.Option(help="Sample index (with --data: the stored sample).")] = 0,
     data: Annotated[Optional[Path], typer.Option(help="Take the system of a stored sample of this dataset.")] = None,
     method: Annotated[str, typer.Option(help="Comma-separated methods, e.g. pcg-mg,pcg-amg,cg,direct; with a trained "
-                                              "preconditioner RUN also hints:RUN, fcg:RUN, fgmres:RUN; with --problem "
+                                              "preconditioner RUN also hints:RUN, fcg:RUN, fgmres:RUN; with a DCDM run dcdm:RUN, dcdm-mg:RUN; with --problem "
                                               "gp, gp-stm, pinn. Default pcg-amg,cg (with --problem: gp).")] = None,
     tol: Annotated[float, typer.Option(help="Relative residual tolerance.")] = 1e-8,
     maxiter: Annotated[Optional[int], typer.Option(help="Iteration limit of iterative methods.")] = None,
