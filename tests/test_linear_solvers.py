@@ -117,7 +117,7 @@ def test_gmres_solves_a_nonsymmetric_system():
 
 def test_unknown_method_lists_valid_names():
     A, b = _poisson_system()
-    valid = "valid solver methods are: auto, cg, dcdm:RUN, direct, fcg:RUN, fgmres:RUN, gmres, hints:RUN, nmg:RUN, pcg-amg, pcg-ic, pcg-jacobi"
+    valid = "valid solver methods are: auto, cg, dcdm-mg:RUN, dcdm:RUN, direct, fcg:RUN, fgmres:RUN, gmres, hints:RUN, nmg:RUN, pcg-amg, pcg-ic, pcg-jacobi"
     with pytest.raises(UnknownNameError, match=valid):
         solve(A, b, method="multigrid")
 

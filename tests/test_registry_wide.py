@@ -182,7 +182,7 @@ def test_reverse_order_and_resume_write_the_same_file(generated, tmp_path, monke
 TOL = 1e-8
 
 #: the fixture that trains a tiny run for each family of ``NAME:RUN`` methods
-RUN_FIXTURES = {"dcdm": "dcdm_run", "fcg": "precond_run", "fgmres": "precond_run", "hints": "precond_run",
+RUN_FIXTURES = {"dcdm": "dcdm_run", "dcdm-mg": "dcdm_run", "fcg": "precond_run", "fgmres": "precond_run", "hints": "precond_run",
                 "nmg": "nmg_run"}
 
 
