@@ -61,21 +61,24 @@ KIND = "dcdm-mg"
 class CycleDirection:
     """``r -> x``: one multigrid cycle on ``A x = r`` whose finest-level smoothing includes the
     network's line-searched steps (module docstring). ``direction`` ``None``: the classical
-    V(``sweeps``, ``sweeps``)-cycle. Vectors are float64 numpy ``(N,)``, as for :class:`.dcdm.Direction`."""
+    V(``sweeps``, ``sweeps``)-cycle. Vectors are float64 numpy ``(N,)``, as for :class:`.dcdm.Direction`;
+    the hierarchy lives on ``device`` (the network's, in :meth:`for_matrix`), in float64."""
 
-    def __init__(self, A: sp.spmatrix, direction=None, shape: tuple[int, ...] | None = None, sweeps: int = 1):
+    def __init__(self, A: sp.spmatrix, direction=None, shape: tuple[int, ...] | None = None, sweeps: int = 1,
+                 device: str = "cpu"):
         A = sp.csr_matrix(A)
         self.shape = tuple(shape) if shape is not None else getattr(direction, "shape", None)
-        self.mg = mgm.Multigrid(mgm.stencils([A], self.shape))
+        self.device = torch.device(device)
+        self.mg = mgm.Multigrid(mgm.stencils([A], self.shape, self.device))  # float64, where the network runs
         self.shape = self.mg.shape
         self.direction, self.sweeps = direction, int(sweeps)
 
     def _tensor(self, v: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(1, *self.shape)
+        return torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).reshape(1, *self.shape).to(self.device)
 
     def _network_step(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         res = f - self.mg.matvec(x)
-        q = self._tensor(self.direction(res.reshape(-1).numpy()))
+        q = self._tensor(self.direction(res.reshape(-1).cpu().numpy()))
         qAq = float((q * self.mg.matvec(q)).sum())
         if not np.isfinite(qAq) or qAq <= 0:
             return x  # the network gave nothing usable here: skip the step (the A-norm stays)
@@ -89,13 +92,13 @@ class CycleDirection:
         x = x + self.mg.coarse_correction(f - self.mg.matvec(x))
         if self.direction is not None:
             x = self._network_step(x, f)
-        return self.mg.smooth(f, x, sweeps=self.sweeps, reverse=True).reshape(-1).numpy().copy()
+        return self.mg.smooth(f, x, sweeps=self.sweeps, reverse=True).reshape(-1).cpu().numpy().copy()
 
     @classmethod
     def for_matrix(cls, net, A: sp.spmatrix, device: str = "cpu", sweeps: int = 1) -> "CycleDirection":
         """The cycle of ``A``'s hierarchy with ``net`` (a :class:`.dcdm.DCDMNet`) as its network."""
         A = sp.csr_matrix(A)
-        return cls(A, Direction.for_matrix(net, A, device=device), grid_shape(A.shape[0], net.config.dim), sweeps)
+        return cls(A, Direction.for_matrix(net, A, device=device), grid_shape(A.shape[0], net.config.dim), sweeps, device)
 
 
 _CACHE: dict[str, object] = {}
