@@ -4,7 +4,10 @@ the cycle's direction, differentiated through the cycle: Gauss-Seidel, network s
 coarse correction, network step, Gauss-Seidel), at 32^3 on the 32 training geometries of
 ``benchmarks/dcdm.py``, from ``dcdm-plain-16-32u2``; then evaluate ``dcdm-mg`` with it.
 
-    python benchmarks/measured/cpu-2026-12-05b/dcdm-incycle-probe.py SECONDS LR OUT
+    python benchmarks/measured/cpu-2026-12-05b/dcdm-incycle-probe.py SECONDS LR OUT [LEVELS]
+
+LEVELS fixes the network's pooling depth (``DCDMConfig.levels``) in training and evaluation (a
+smaller receptive field: at 32^3 the network can then not act on the whole domain).
 """
 import sys, time, json, numpy as np, scipy.sparse as sp, torch
 from sciml import datasets
@@ -18,6 +21,9 @@ seconds, lr, out = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 K = 8
 RUN = "benchmarks/results/dcdm-cpu3d/runs/obstacles-dcdm-plain-16-32u2-s32"
 net, meta = load_dcdm(RUN)
+if len(sys.argv) > 4:
+    import dataclasses
+    net.config = dataclasses.replace(net.config, levels=int(sys.argv[4]))
 opts = DCDMTrainOptions(pde="poisson3d", resolution=32, n_systems=32, seed=0, batch_size=K, lr=lr, val_vectors=4)
 systems = []
 for i, (A, shape) in enumerate(_training_matrices(opts)):
@@ -82,7 +88,7 @@ while time.perf_counter() - t0 < seconds:
 net.eval()
 save_network(out, "dcdm", to_dict(net.config), net, extra={**{k: v for k, v in meta.items() if k not in ("kind", "config", "format", "sciml_version", "saved")},
              "steps": step, "seconds": time.perf_counter() - t0, "incycle": {"lr": lr, "batch": K, "init": RUN}})
-for n, seeds in ((32, (100, 101)), (64, (100,)), (128, (100,))):
+for n, seeds in ((32, (100, 101)), (64, (100,)), (128, (100, 101))):
     for seed in seeds:
         A, b, _ = datasets.system("poisson3d", resolution=n, seed=seed)
         A = sp.csr_matrix(A)
