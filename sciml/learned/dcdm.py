@@ -751,14 +751,19 @@ def load_dcdm(run_dir: str | Path) -> tuple[DCDMNet, dict]:
 register_kind(KIND, load_dcdm)
 
 
+def cached_network(run: str | Path) -> DCDMNet:
+    """The run's network, loaded once per process (the solve methods ``dcdm:RUN``, ``dcdm-mg:RUN``)."""
+    key = str(Path(run).resolve())
+    if key not in _CACHE:
+        _CACHE[key] = load_dcdm(run)
+    return _CACHE[key][0]
+
+
 @register_run_method("dcdm")
 def solve_with_run(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | None, x0, run: str) -> SolveResult:
     """The ``dcdm:RUN`` solve method: load (cached) the run and iterate on ``A x = b``."""
     t0 = time.perf_counter()
-    key = str(Path(run).resolve())
-    if key not in _CACHE:
-        _CACHE[key] = load_dcdm(run)
-    net, _ = _CACHE[key]
+    net = cached_network(run)
     # the network runs on the GPU when there is one; the iteration's vectors stay in float64 on the CPU
     direction = Direction.for_matrix(net, A, device=runtime.device("auto"))
     setup = time.perf_counter() - t0

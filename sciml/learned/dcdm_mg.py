@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,7 +55,7 @@ import torch
 from .. import runtime
 from ..solvers import multigrid as mgm
 from ..solvers.linear import SolveResult, register_run_method
-from .dcdm import Direction, grid_shape, load_dcdm, solve_with_fallback
+from .dcdm import Direction, cached_network, grid_shape, solve_with_fallback
 
 KIND = "dcdm-mg"
 
@@ -104,18 +103,11 @@ class CycleDirection:
         return cls(A, Direction.for_matrix(net, A, device=device), grid_shape(A.shape[0], net.config.dim), sweeps, device)
 
 
-_CACHE: dict[str, object] = {}
-
-
 @register_run_method(KIND)
 def solve_with_run(A: sp.spmatrix, b: np.ndarray, tol: float, maxiter: int | None, x0, run: str) -> SolveResult:
     """The ``dcdm-mg:RUN`` solve method: DCDM with the run's network inside ``pcg-mg``'s cycle."""
     t0 = time.perf_counter()
-    key = str(Path(run).resolve())
-    if key not in _CACHE:
-        _CACHE[key] = load_dcdm(run)[0]
-    net = _CACHE[key]
-    direction = CycleDirection.for_matrix(net, A, device=runtime.device("auto"))
+    direction = CycleDirection.for_matrix(cached_network(run), A, device=runtime.device("auto"))
     setup = time.perf_counter() - t0
     result, _ = solve_with_fallback(A, b, direction, tol=tol, maxiter=maxiter, x0=x0, memory=None)
     return dataclasses.replace(result, setup_time=setup, method=f"{KIND}:{run}")

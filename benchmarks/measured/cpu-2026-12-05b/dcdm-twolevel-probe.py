@@ -11,22 +11,15 @@ Unseen geometry seed 100, relative residual 1e-6.
 """
 import sys, time, numpy as np, scipy.sparse as sp, torch
 from sciml import datasets
-from sciml.learned.dcdm import load_dcdm, Direction
+from sciml.learned.dcdm import load_dcdm, Direction, dcdm_solve
 from sciml.solvers import multigrid as mgm
 torch.set_num_threads(2)
 
 
-def conj_dirs(A, b, direction, tol=1e-6, maxiter=300, memory=None):
-    x = np.zeros_like(b); nb = np.linalg.norm(b); r = b.copy(); dirs = []; it = 0
-    while np.linalg.norm(r) / nb > tol and it < maxiter:
-        p = direction(r)
-        for pj, Apj, pAp in dirs: p = p - (p @ Apj) / pAp * pj
-        Ap = A @ p; pAp = p @ Ap
-        x = x + (p @ r) / pAp * p; r = b - A @ x
-        dirs.append((p, Ap, pAp))
-        if memory: dirs = dirs[-memory:]
-        it += 1
-    return it, np.linalg.norm(r) / nb
+def conj_dirs(A, b, direction, tol=1e-6, maxiter=300):
+    """DCDM's iteration, all directions kept (``sciml.learned.dcdm.dcdm_solve``): (iterations, residual)."""
+    r = dcdm_solve(A, b, direction, tol=tol, maxiter=maxiter, memory=None)
+    return r.iterations, r.residual
 
 
 def _mv(c, v):
