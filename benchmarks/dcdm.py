@@ -31,9 +31,11 @@ directions removed less energy-norm error than one Jacobi steepest-descent step 
 ``sciml.learned.dcdm.stalled``; the cell gives the hand-over iteration). Classical
 references on the same matrices and right-hand sides: CG, Jacobi-PCG and PCG-IC(0).
 ``+mg`` is the ``dcdm-mg:RUN`` solve method (:mod:`sciml.learned.dcdm_mg`): the same network as the
-finest level's smoother inside ``pcg-mg``'s V-cycle (Gauss-Seidel, a line-searched network step,
-the classical coarse-grid correction, a network step, Gauss-Seidel), in the DCDM iteration with
-all directions and the same hand-over; ``pcg-mg`` (CG with that V-cycle alone) is its reference.
+finest level's smoother inside ``pcg-mg``'s hierarchy (Gauss-Seidel, an exact local solve next to
+the boundary and in unresolved gaps, a line-searched network step, a coarse correction by 2 CG
+iterations on level 1, a network step, the local solve, Gauss-Seidel), in the DCDM iteration with
+all directions and the same hand-over. Its references: ``pcg-mg`` (CG with the V(1,1)-cycle) and
+``mg-cycle``, the same cycle as ``+mg`` without the network steps, in the same DCDM iteration.
 Iteration counts are the measure; wall times are not reported (the benchmark shares its cores).
 Targets (issue 19, item 4): ConDiff: DCDM below PCG-IC(0) at 64^2 and 128^2; obstacles: DCDM
 iterations at 64^3 and 128^3 at most 1.5x those at 32^3.
@@ -159,13 +161,15 @@ def evaluate(family: str, protocol: str, nets: list[dict], max_size: int | None,
 
             for m in CLASSICAL:
                 record(m, solvers.solve(A, b, method=m, tol=TOL))
+            cycle = CycleDirection(A, None, (size,) * spec["dim"])  # dcdm-mg's cycle without the network
+            record("mg-cycle", dcdm_solve(A, b, cycle, tol=TOL, maxiter=spec["maxiter"], memory=None))
             for variant, net in loaded.items():
                 direction = Direction.for_matrix(net, A, device=runtime.device("auto"))
                 for memory, tag in ((2, "m2"), (None, "all"))[int(skip_m2):]:
                     record(f"{variant}/{tag}", dcdm_solve(A, b, direction, tol=TOL, maxiter=spec["maxiter"], memory=memory))
                 r, at = solve_with_fallback(A, b, direction, tol=TOL, memory=None)
                 record(f"{variant}+ho", r, at)
-                cycle = CycleDirection(A, direction, direction.shape)  # the dcdm-mg:RUN solve method
+                cycle = CycleDirection(A, direction, direction.shape, device=direction.device)  # dcdm-mg:RUN's
                 r, at = solve_with_fallback(A, b, cycle, tol=TOL, memory=None)
                 record(f"{variant}+mg", r, at)
     return rows
@@ -185,7 +189,7 @@ def mean_iterations(rows: list[dict], family: str, method: str) -> dict[int, flo
 def verdicts(rows: list[dict], protocol: str) -> list[str]:
     lines = []
     for family in ("condiff", "obstacles"):
-        methods = [m for m in dict.fromkeys(r["method"] for r in rows if r["family"] == family) if m.endswith(("/all", "/m2", "+ho", "+mg"))]
+        methods = [m for m in dict.fromkeys(r["method"] for r in rows if r["family"] == family) if m.endswith(("/all", "/m2", "+ho", "+mg")) or m == "mg-cycle"]
         ic = mean_iterations(rows, family, "pcg-ic")
         for m in methods:
             d = mean_iterations(rows, family, m)

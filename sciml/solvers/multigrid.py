@@ -443,14 +443,41 @@ class Multigrid:
             u = level.smooth(u, f, reverse=True)
         return u[_interior(level.dim)].contiguous()
 
-    def coarse_correction(self, r: torch.Tensor) -> torch.Tensor:
+    def coarse_correction(self, r: torch.Tensor, iterations: int = 0) -> torch.Tensor:
         """``P B_1 P^T r`` for a finest-level residual ``r`` ``(B, *shape)``: the correction the
         V-cycle adds after pre-smoothing, with ``B_1`` the V-cycle of the levels below the finest
-        (the exact solve when level 1 is the coarsest; ``A^-1 r`` when the finest level is)."""
+        (the exact solve when level 1 is the coarsest; ``A^-1 r`` when the finest level is).
+
+        ``iterations`` > 0: ``B_1`` is instead that many iterations of CG on the level-1 problem,
+        from zero, preconditioned by its V-cycle (``pcg-mg`` on level 1, a K-cycle's coarse solve,
+        Notay & Vassilevski 2008): closer to the exact two-grid correction, but a nonlinear map
+        of ``r``, so a cycle using it needs a flexible outer iteration (FCG, DCDM)."""
         if len(self.levels) == 1:
             return self._cycle(0, r)
         level = self.levels[0]
-        return prolong(level, self._cycle(1, restrict(level, r)))[_interior(level.dim)].contiguous()
+        rc = restrict(level, r)
+        if iterations > 0 and len(self.levels) > 2:
+            coarse = self.levels[1]
+
+            def matvec(v: torch.Tensor) -> torch.Tensor:
+                vp = coarse.padded()
+                vp[_interior(coarse.dim)] = v
+                return coarse.matvec(vp)
+
+            ec = pcg(matvec, rc, 0.0, int(iterations), None, lambda v: self._cycle(1, v)).x
+        else:
+            ec = self._cycle(1, rc)
+        return prolong(level, ec)[_interior(level.dim)].contiguous()
+
+    def interpolated_constant(self) -> torch.Tensor:
+        """``P 1``: the interpolation of the coarse grid's constant to the finest grid ``(B, *shape)``
+        (1 where the coarse space represents a locally constant error, below 1 near Dirichlet
+        boundaries and where walls cut the coarse cells); all ones on a one-level hierarchy."""
+        level = self.levels[0]
+        if len(self.levels) == 1:
+            return torch.ones((level.B, *level.shape), dtype=level.S.dtype, device=level.S.device)
+        ones = torch.ones((level.B, *self.levels[1].shape), dtype=level.S.dtype, device=level.S.device)
+        return prolong(level, ones)[_interior(level.dim)].contiguous()
 
     def smooth(self, f: torch.Tensor, x: torch.Tensor | None = None, sweeps: int = 1,
                reverse: bool = False) -> torch.Tensor:
