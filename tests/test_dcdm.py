@@ -591,7 +591,7 @@ def test_network_in_the_cycle_keeps_iterations_flat_where_dcdm_alone_grows(tmp_p
         assert cycle.converged and cycle.residual <= 1e-6 and not cycle.notes  # no hand-over
         its[n] = (cycle.iterations, solvers.solve(A, b, method="pcg-mg", tol=1e-6).iterations,
                   solvers.solve(A, b, method=f"dcdm:{out}", tol=1e-6).iterations)
-    # measured: dcdm-mg 5 / 5, pcg-mg 9 / 9, dcdm alone 17 / 31
+    # measured: dcdm-mg 4 / 4 (5 / 5 with the V-cycle's coarse correction, no local solve), pcg-mg 9 / 9, dcdm alone 17 / 31
     for n in (16, 32):
         assert its[n][0] <= 0.7 * its[n][1], its
     assert its[32][0] <= its[16][0] + 1 and its[32][2] >= 1.5 * its[16][2], its

@@ -95,7 +95,7 @@ Measured (``benchmarks/dcdm.py``, ``benchmarks/measured/cpu-2026-12-04/dcdm.md``
   the 2-step network to 11 / 15 / 20, still 1.8x at 128^3, while PCG-IC(0) deflated the same way
   becomes size-independent, 15 / 17 / 17, and beats every DCDM network at 128^3
   (``benchmarks/measured/cpu-2026-12-05/dcdm-deflation-probe.md``). The same network as the
-  finest level's smoother of ``pcg-mg``'s cycle (:mod:`.dcdm_mg`, ``dcdm-mg:RUN``) takes 5, 4 / 5 / 8.
+  finest level's smoother in ``pcg-mg``'s hierarchy (:mod:`.dcdm_mg`, ``dcdm-mg:RUN``) takes 4, 4 / 5 / 6.
 
 Choices of ours, stated: the residual enters the network scaled to unit RMS
 (``r * sqrt(N) / ||r||``; the paper scales to unit norm), which keeps the input's size the

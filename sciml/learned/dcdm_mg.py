@@ -35,21 +35,19 @@ when the directions stop helping. Any DCDM run works, unchanged: the network is 
 ``sciml train dcdm`` trained alone.
 
 Measured on the 2-core CPU with networks trained for DCDM alone (``benchmarks/dcdm.py``, method
-``+mg``; ``benchmarks/measured/cpu-2026-12-05b/``), iterations to 1e-6 on unseen samples:
+``+mg``; ``benchmarks/measured/cpu-2026-12-05c/``), iterations to 1e-6 on unseen samples:
 
-* 3-D obstacles (``dcdm-plain-16-32u2``, trained up to 32^3): 5, 4 / 5 / 8 at 32^3 / 64^3 / 128^3,
-  against ``pcg-mg`` 9, 8 / 9 / 13 and the network alone 13, 12 / 19 / 27. Growth 1.11x at 64^3,
-  1.78x at 128^3; the 128^3 geometry is one where the classical cycle grows too (9 on three others,
-  where this cycle takes 7 and 6 on two). More steps or sweeps, an exact coarse solve, the
-  network's depth fixed at 32^3's, and fine-tuning through the cycle lowered counts but not that
-  ratio (``dcdm-cycle-probes.md``). The growth is in the open fluid, and the empty cube shows it too:
-  4 / 5 / 6 against the classical cycle's 8 / 8 / 9. The network removes the error near walls, which
-  limits the classical cycle. It does not improve the cycle on the open-fluid error, which at 128^3
-  limits its own (cycle factors 0.044 at 32^3 and 0.22 at 128^3; classical 0.40 and 0.41).
-* ConDiff variance 2.0 (trained at 64^2): 5-6 / 6-7 at 64^2 / 128^2 against ``pcg-mg`` 7 / 7,
-  PCG-IC(0) 97-104 / 181-189 and the networks alone 41-187 / 100-631.
+* 3-D obstacles (``dcdm-plain-16-32u2``, trained up to 32^3): 4, 4 / 5 / 6 at 32^3 / 64^3 / 128^3
+  (``dcdm-obstacles-kcycle.md``), 1.25x and 1.50x, against ``pcg-mg`` 9, 8 / 9 / 13, this cycle
+  without the network 8, 8 / 9 / 9 and the network alone 13, 12 / 19 / 27. On three more geometries
+  4 at 32^3 and 5 at 128^3. With the V-cycle's own coarse correction and no local solve it took
+  5, 4 / 5 / 8: two CG iterations on level 1 are as good as an exact coarse solve (7 -> 5 at 128^3 on
+  seed 101) and the local solve handles the one-cell crack of the 128^3 sample (``dcdm-kcycle-probes.md``).
+* ConDiff variance 2.0 (trained at 64^2): 4-5 / 4-5 at 64^2 / 128^2 against ``pcg-mg`` 7 / 7,
+  this cycle without the network 6-7 / 6, PCG-IC(0) 97-104 / 181-189 and the networks alone
+  41-187 / 100-631 (``dcdm-condiff-kcycle.md``).
 
-On the CPU the network dominates the cost: 53-70 s per solve at 128^3 against 3-4 s for ``pcg-mg``.
+On the CPU the network dominates the cost: about 50 s per solve at 128^3 against 3-4 s for ``pcg-mg``.
 """
 
 from __future__ import annotations
