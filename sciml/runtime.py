@@ -16,6 +16,7 @@ import contextlib
 import io
 import os
 import signal
+import sys
 import threading
 from types import ModuleType
 
@@ -195,11 +196,33 @@ def job_signals(mode: str = "flag"):
         if mode == "raise":
             raise JobSignal(signum)
 
+    # A JobSignal raised where Python cannot pass it on (a weakref callback, a __del__) would be
+    # printed as "Exception ignored" and lost; the signal is recorded, so say nothing there and
+    # raise it at the next check (raise_pending) or when the block ends.
+    hook = sys.unraisablehook
+
+    def unraisable(info):
+        if not isinstance(info.exc_value, JobSignal):
+            hook(info)
+
     previous = {sig: signal.signal(sig, handler) for sig in JOB_SIGNALS}
     _SIGNAL_STATES.append((mode, state))
+    if mode == "raise":
+        sys.unraisablehook = unraisable
     try:
         yield state
+        if mode == "raise" and state.signum is not None:
+            raise JobSignal(state.signum)
     finally:
         _SIGNAL_STATES.pop()
+        sys.unraisablehook = hook
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def raise_pending() -> None:
+    """At a safe point of long work: raise :class:`JobSignal` if a ``raise``-mode
+    :func:`job_signals` block in force recorded a signal whose exception got lost."""
+    for mode, state in _SIGNAL_STATES:
+        if mode == "raise" and state.signum is not None:
+            raise JobSignal(state.signum)

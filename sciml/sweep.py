@@ -360,6 +360,7 @@ def run_sweep(
                 pass
             elif where.in_process:
                 for cell in todo:
+                    runtime.raise_pending()
                     done(run_cell(cell, tracked))
                     advance(last=f"last: {cell.name}")
             else:
@@ -367,6 +368,7 @@ def run_sweep(
                     for record in _on_dask(client, todo, tracked):
                         done(record)
                         advance(last=f"last: {record['cell']}")
+                        runtime.raise_pending()
         tables = gather(plan, records, plot=True)
         return {"out": str(plan.root), "cells": len(plan.cells), "ran": len(todo), "skipped": len(plan.cells) - len(todo),
                 "failed": failed, "where": where.describe(), "summary": summarise(list(records.values())), **tables}

@@ -192,3 +192,32 @@ def test_kill_a_sweep_then_rerun_finishes_with_the_uninterrupted_results(referen
     text, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
     assert sweep_rows(out) == sweep_rows(tmp_path / "ref") and len(sweep_rows(out)) == 3
+
+
+def test_a_job_signal_lost_in_a_finaliser_is_raised_at_the_next_check_without_a_traceback(capsys):
+    """A SIGTERM whose handler runs inside ``__del__`` (or a weakref callback) raises where Python
+    cannot pass the exception on: it must not vanish (CI once saw a sweep finish with exit 0 after
+    one) nor print a traceback; the next ``raise_pending`` or the block's end raises it."""
+    from sciml import runtime
+
+    class Finaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, between bytecodes
+                pass
+
+    before, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    reached = []
+    with pytest.raises(runtime.JobSignal) as caught:
+        with runtime.job_signals("raise") as state:
+            Finaliser()  # dropped at once: __del__ runs, its JobSignal is lost
+            reached.append(state.signum)
+            runtime.raise_pending()
+            reached.append("not stopped")
+    assert reached == [signal.SIGTERM] and caught.value.name == "SIGTERM"
+    assert "Traceback" not in capsys.readouterr().err
+    runtime.raise_pending()  # outside the block: nothing pending
+    with pytest.raises(runtime.JobSignal):  # no check inside: the block's end raises it
+        with runtime.job_signals("raise"):
+            Finaliser()
+    assert signal.getsignal(signal.SIGTERM) is before and sys.unraisablehook is hook  # both put back
