@@ -1,7 +1,7 @@
 """Probe (2026-12-05, 2-core AMD EPYC): an oracle local solve for nmg2c3 on ConDiff variance 2.0 (seed 1): the
-points of the top FRAC energy density of the cycle's slowest error (CYCLES stationary cycles from a random
-error), dilated by 2, solved exactly around the cycle (S, cycle, S). Results in nmg-local-probes.md.
-    python benchmarks/measured/cpu-2026-12-05c/nmg-oracle-local-probe.py N CYCLES FRACS
+points of the top FRAC energy density of the cycle's slowest error (CYCLES stationary cycles from VECS random
+errors, the union), dilated by 2, solved exactly around the cycle (S, cycle, S). Results in nmg-local-probes.md.
+    python benchmarks/measured/cpu-2026-12-05c/nmg-oracle-local-probe.py N CYCLES FRACS [VECS]
 """
 import sys, numpy as np, scipy.sparse as sp, scipy.sparse.linalg as spl, torch
 from scipy import ndimage
@@ -18,17 +18,22 @@ with torch.no_grad():
     mg, notes = hierarchy(mgm.stencils([A], shape), net, 1)
     nmg = NeuralMultigrid(mg, net, notes=notes)
     en = lambda v: float((v * mg.matvec(v)).sum()) ** 0.5
-    e = torch.from_numpy(np.random.default_rng(0).standard_normal((1, *shape)))
-    for k in range(cycles):
-        e = nmg.error_propagation(e); e = e / en(e)
-    ev = e.reshape(-1).numpy(); dens = np.abs(ev * (A @ ev))
+    vecs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    dens_list = []
+    for v in range(vecs):
+        e = torch.from_numpy(np.random.default_rng(v).standard_normal((1, *shape)))
+        for k in range(cycles):
+            e = nmg.error_propagation(e); e = e / en(e)
+        ev = e.reshape(-1).numpy(); dens_list.append(np.abs(ev * (A @ ev)))
     bt = torch.from_numpy(b.reshape(1, *shape))
     for frac in fracs:
-        top = dens >= np.quantile(dens, 1 - frac) if frac > 0 else np.zeros_like(dens, bool)
+        top = np.zeros(A.shape[0], bool)
+        for dens in dens_list:
+            if frac > 0: top |= dens >= np.quantile(dens, 1 - frac)
         sel = ndimage.binary_dilation(top.reshape(shape), iterations=2).reshape(-1) if frac > 0 else top
         idx = np.nonzero(sel)[0]
         lu = spl.splu(A[idx][:, idx].tocsc()) if len(idx) else None
-        line = f"n={n} cycles={cycles} frac={frac} points={len(idx)}"
+        line = f"n={n} vecs={vecs} cycles={cycles} frac={frac} points={len(idx)}"
         for name, B in (("nmg", nmg), ("mg", mg)):
             def S(r):
                 x = np.zeros_like(r)
