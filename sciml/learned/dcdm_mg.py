@@ -72,9 +72,13 @@ LOCAL_THRESHOLD = 0.95  # exact local solve where the interpolated coarse consta
 
 class CycleDirection:
     """``r -> x``: one multigrid cycle on ``A x = r`` whose finest-level smoothing includes the
-    network's line-searched steps (module docstring). ``direction`` ``None``: the classical
-    V(``sweeps``, ``sweeps``)-cycle. Vectors are float64 numpy ``(N,)``, as for :class:`.dcdm.Direction`;
-    the hierarchy lives on ``device`` (the network's, in :meth:`for_matrix`), in float64."""
+    network's line-searched steps (module docstring). ``direction`` ``None``: the same cycle without
+    them, which with ``coarse_iterations=0`` and ``local_threshold=0`` is the classical
+    V(``sweeps``, ``sweeps``)-cycle. ``coarse_iterations``: CG iterations on level 1 per coarse
+    correction (0: the V-cycle's); ``local_threshold``: the local exact solve acts where the
+    interpolated coarse constant is below it (0: nowhere). Vectors are float64 numpy ``(N,)``, as for
+    :class:`.dcdm.Direction`; the hierarchy lives on ``device`` (the network's, in :meth:`for_matrix`),
+    in float64."""
 
     def __init__(self, A: sp.spmatrix, direction=None, shape: tuple[int, ...] | None = None, sweeps: int = 1,
                  device: str = "cpu", coarse_iterations: int = COARSE_ITERATIONS,
