@@ -180,8 +180,10 @@ _SIGNAL_STATES: list = []  # (mode, state) of the job_signals blocks in force, i
 def job_signals(mode: str = "flag"):
     """Catch SIGTERM and SIGUSR1 in the block. ``flag``: only record the signal (``state.signum``)
     for the work to stop at its next safe point; ``raise``: raise :class:`JobSignal` at once, like
-    Ctrl-C. A ``flag`` block inside another shares its state (a signal that came before it counts).
-    Outside the main thread (where Python cannot set handlers) nothing is installed."""
+    Ctrl-C, and record Ctrl-C (SIGINT, when Python's default handler is in place) too, so that
+    either one, if raised where it is lost, is raised again at the next check. A ``flag`` block
+    inside another shares its state (a signal that came before it counts). Outside the main
+    thread (where Python cannot set handlers) nothing is installed."""
     if _SIGNAL_STATES and mode == "flag" and _SIGNAL_STATES[-1][0] == "flag":
         yield _SIGNAL_STATES[-1][1]
         return
@@ -194,25 +196,28 @@ def job_signals(mode: str = "flag"):
         if state.signum is None:
             state.signum = signum
         if mode == "raise":
-            raise JobSignal(signum)
+            raise _interrupt(signum)
 
-    # A JobSignal raised where Python cannot pass it on (a weakref callback, a __del__) would be
+    # An interrupt raised where Python cannot pass it on (a weakref callback, a __del__) would be
     # printed as "Exception ignored" and lost; the signal is recorded, so say nothing there and
     # raise it at the next check (raise_pending) or when the block ends.
     hook = sys.unraisablehook
 
     def unraisable(info):
-        if not isinstance(info.exc_value, JobSignal):
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and state.signum is not None):
             hook(info)
 
-    previous = {sig: signal.signal(sig, handler) for sig in JOB_SIGNALS}
+    taken = JOB_SIGNALS
+    if mode == "raise" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        taken = (signal.SIGINT, *JOB_SIGNALS)
+    previous = {sig: signal.signal(sig, handler) for sig in taken}
     _SIGNAL_STATES.append((mode, state))
     if mode == "raise":
         sys.unraisablehook = unraisable
     try:
         yield state
         if mode == "raise" and state.signum is not None:
-            raise JobSignal(state.signum)
+            raise _interrupt(state.signum)
     finally:
         _SIGNAL_STATES.pop()
         sys.unraisablehook = hook
@@ -220,9 +225,15 @@ def job_signals(mode: str = "flag"):
             signal.signal(sig, old)
 
 
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    """Ctrl-C stays a plain ``KeyboardInterrupt``; a job signal is a :class:`JobSignal`."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else JobSignal(signum)
+
+
 def raise_pending() -> None:
-    """At a safe point of long work: raise :class:`JobSignal` if a ``raise``-mode
-    :func:`job_signals` block in force recorded a signal whose exception got lost."""
+    """At a safe point of long work: raise :class:`JobSignal` (``KeyboardInterrupt`` for Ctrl-C)
+    if a ``raise``-mode :func:`job_signals` block in force recorded a signal whose exception got
+    lost."""
     for mode, state in _SIGNAL_STATES:
         if mode == "raise" and state.signum is not None:
-            raise JobSignal(state.signum)
+            raise _interrupt(state.signum)

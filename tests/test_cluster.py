@@ -46,6 +46,16 @@ def test_slurm_job_script_from_a_cluster_section():
     assert any("MALLOC_TRIM_THRESHOLD_': None" in ln for ln in lines)
 
 
+def test_a_cluster_leaves_ctrl_c_as_python_has_it():
+    """dask-jobqueue's import sets SIGINT's handler to ``sys.exit()``: Ctrl-C would then end a sweep
+    on a SLURM cluster with exit 0, as if it had finished. A fresh process, so the import runs here."""
+    code = ("import signal; from sciml.distributed import cluster_spec, job_script; "
+            "job_script(cluster_spec('slurm', 2, settings={'cores': 2, 'memory': '4GB'})); "
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+
+
 def test_pbs_job_script_from_a_cluster_section():
     section = {**SECTION, "job-extra-directives": [], "resource_spec": "select=1:ncpus=8:mem=16GB", "processes": 4}
     script = job_script(cluster_spec("pbs", settings=section))

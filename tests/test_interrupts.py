@@ -221,3 +221,39 @@ def test_a_job_signal_lost_in_a_finaliser_is_raised_at_the_next_check_without_a_
         with runtime.job_signals("raise"):
             Finaliser()
     assert signal.getsignal(signal.SIGTERM) is before and sys.unraisablehook is hook  # both put back
+
+
+def test_a_ctrl_c_lost_in_a_finaliser_is_raised_at_the_next_check_as_a_keyboard_interrupt(capsys):
+    """The same for SIGINT (CI once saw a sweep sent SIGINT print "Exception ignored ...
+    KeyboardInterrupt" from a weakref callback and finish with exit 0): a ``raise`` block records
+    Ctrl-C while Python's default handler is in place, and it stays a plain KeyboardInterrupt."""
+    from sciml import runtime
+
+    class Finaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    reached = []
+    with pytest.raises(KeyboardInterrupt) as caught:
+        with runtime.job_signals("raise") as state:
+            Finaliser()
+            reached.append(state.signum)
+            runtime.raise_pending()
+            reached.append("not stopped")
+    assert reached == [signal.SIGINT] and type(caught.value) is KeyboardInterrupt
+    assert "Traceback" not in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with runtime.job_signals("flag") as state:  # flag mode leaves Ctrl-C to Python
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)  # a handler of the caller's own
+    try:
+        with runtime.job_signals("raise"):
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+            os.kill(os.getpid(), signal.SIGINT)  # the caller's handler takes it: nothing raised
+            for _ in range(1000):
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)

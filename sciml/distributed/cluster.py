@@ -253,6 +253,18 @@ def check_can_submit(spec: ClusterSpec) -> None:
         )
 
 
+def _dask_jobqueue():
+    """Import dask-jobqueue with Ctrl-C left as it was: its import sets SIGINT's handler to
+    ``sys.exit()`` (dask_jobqueue/runner.py), which would make Ctrl-C end a sweep with exit 0."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        import dask_jobqueue
+    finally:
+        if threading.current_thread() is threading.main_thread() and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+    return dask_jobqueue
+
+
 @contextlib.contextmanager
 def jobqueue_cluster(spec: ClusterSpec):
     """The (unscaled) ``dask_jobqueue`` cluster of ``spec``: its scheduler runs in this process.
@@ -263,9 +275,8 @@ def jobqueue_cluster(spec: ClusterSpec):
     core, as the local cluster (sweep cells and solves use one thread each).
     """
     import dask
-    from dask_jobqueue import PBSCluster, SLURMCluster
 
-    cls = {"slurm": SLURMCluster, "pbs": PBSCluster}[spec.kind]
+    cls = getattr(_dask_jobqueue(), {"slurm": "SLURMCluster", "pbs": "PBSCluster"}[spec.kind])
     kwargs = dict(spec.job)
     conf = lambda key: dask.config.get(f"jobqueue.{spec.kind}.{key}", None)  # noqa: E731
     cores = kwargs.get("cores", conf("cores"))
