@@ -98,21 +98,29 @@ SAME_DEVICE = ("pcg-mg",)
 #: methods run at every size of the protocol's mg_sizes (the rest at sizes)
 MG_METHODS = ("pcg-amg", "pcg-mg", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3", "nmg3k5")
 NET_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3", "nmg3k5"]
+NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3", "nmg3k5", "nmg3c3", "nmg3c3pcg", "nmg3c3ft128"]
 #: the neural multigrid variants: their network config (``NMGConfig``: learned stages per
 #: smoothing side, learned interpolation)
 NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2, "interpolation": "learned"},
               "nmg2ft128": {"stages": 2, "finetune": {"from": "nmg2", "size": 128, "steps": 100, "lr": 1e-3}},
               "nmg2pcg": {"stages": 2, "train": {"loss": "pcg"}},
               "nmg2c3": {"stages": 2, "coarse_repeats": 3}, "nmg3": {"stages": 3},
-              "nmg3k5": {"stages": 3, "kernel": 5}}
+              "nmg3k5": {"stages": 3, "kernel": 5}, "nmg3c3": {"stages": 3, "coarse_repeats": 3},
+              "nmg3c3pcg": {"stages": 3, "coarse_repeats": 3,
+                            "finetune": {"from": "nmg3c3", "size": 64, "steps": 150, "lr": 1e-3,
+                                         "train": {"loss": "pcg", "cycles": 4}}},
+              "nmg3c3ft128": {"stages": 3, "coarse_repeats": 3,
+                              "finetune": {"from": "nmg3c3", "size": 128, "steps": 100, "lr": 1e-3}}}
 NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
 LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "pcg-mg": "PCG-MG",
           "fcg": "FCG+net", "fgmres": "FGMRES+net", "hints": "HINTS (GS+net)",
           "nmg": "NMG (PCG)", "nmg2": "NMG, 2 stages",
           "nmgi": "NMG, 2 stages + learned P", "nmg2ft128": "NMG, 2 stages, tuned at 128^2",
           "nmg2pcg": "NMG, 2 stages, PCG loss", "nmg2c3": "NMG, 2 stages, coarse smoothing x3",
-          "nmg3": "NMG, 3 stages", "nmg3k5": "NMG, 3 stages, 5x5 stencils"}
+          "nmg3": "NMG, 3 stages", "nmg3k5": "NMG, 3 stages, 5x5 stencils",
+          "nmg3c3": "NMG, 3 stages, coarse smoothing x3",
+          "nmg3c3pcg": "NMG, 3 stages, coarse x3, tuned for PCG",
+          "nmg3c3ft128": "NMG, 3 stages, coarse x3, tuned at 128^2"}
 FAMILIES = {
     "darcy": {"pde": "darcy", "params": {}, "offset": 2},
     "condiff-low": {"pde": "condiff", "params": {"variance": 0.1}, "offset": 0},
@@ -168,7 +176,7 @@ def train_nmg_run(family: str, protocol: dict, out: Path, device: str, variant: 
         data = training_data(family, protocol, out, tune["size"])
         print(f"{family}: fine-tuning {base['run_dir']} on {tune['size']}^2 fields ...", flush=True)
         r = nmg.train_nmg(data, run_dir, progress=False, steps=max(1, tune["steps"] * steps // 400), lr=tune["lr"],
-                          init=base["run_dir"], device=device)
+                          init=base["run_dir"], device=device, **tune.get("train", {}))
     else:
         data = training_data(family, protocol, out)
         print(f"{family}: training the neural multigrid smoother ({config}, {steps} steps) ...", flush=True)
