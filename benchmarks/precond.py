@@ -95,10 +95,8 @@ CLASSICAL = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg"]
 #: classical methods run on the device the networks run on (the GPU when torch sees one), so a
 #: learned solver is compared with the structured multigrid on the same hardware
 SAME_DEVICE = ("pcg-mg",)
-#: methods run at every size of the protocol's mg_sizes (the rest at sizes)
-MG_METHODS = ("pcg-amg", "pcg-mg", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3", "nmg3k5")
 NET_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3", "nmg3k5", "nmg3c3", "nmg3c3pcg", "nmg3c3ft128"]
+NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3", "nmg3k5", "nmg3c3", "nmg3c3pcg", "nmg3c3ft128", "nmg3c3d4"]
 #: the neural multigrid variants: their network config (``NMGConfig``: learned stages per
 #: smoothing side, learned interpolation)
 NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2, "interpolation": "learned"},
@@ -110,7 +108,10 @@ NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2,
                             "finetune": {"from": "nmg3c3", "size": 64, "steps": 150, "lr": 1e-3,
                                          "train": {"loss": "pcg", "cycles": 4}}},
               "nmg3c3ft128": {"stages": 3, "coarse_repeats": 3,
-                              "finetune": {"from": "nmg3c3", "size": 128, "steps": 100, "lr": 1e-3}}}
+                              "finetune": {"from": "nmg3c3", "size": 128, "steps": 100, "lr": 1e-3}},
+              "nmg3c3d4": {"stages": 3, "coarse_repeats": 3, "width": 16, "layers": 4}}
+#: methods run at every size of the protocol's mg_sizes (the rest at sizes): the multigrids and every NMG variant
+MG_METHODS = ("pcg-amg", "pcg-mg", *NMG_STAGES)
 NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
 LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "pcg-mg": "PCG-MG",
           "fcg": "FCG+net", "fgmres": "FGMRES+net", "hints": "HINTS (GS+net)",
@@ -120,7 +121,8 @@ LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-am
           "nmg3": "NMG, 3 stages", "nmg3k5": "NMG, 3 stages, 5x5 stencils",
           "nmg3c3": "NMG, 3 stages, coarse smoothing x3",
           "nmg3c3pcg": "NMG, 3 stages, coarse x3, tuned for PCG",
-          "nmg3c3ft128": "NMG, 3 stages, coarse x3, tuned at 128^2"}
+          "nmg3c3ft128": "NMG, 3 stages, coarse x3, tuned at 128^2",
+          "nmg3c3d4": "NMG, 3 stages, coarse x3, 4-layer network"}
 FAMILIES = {
     "darcy": {"pde": "darcy", "params": {}, "offset": 2},
     "condiff-low": {"pde": "condiff", "params": {"variance": 0.1}, "offset": 0},
