@@ -119,7 +119,10 @@ class NMGConfig:
         0.023 (Darcy) and 0.027 (variance 0.1) and meet issue 19's 0.6x of PCG-MG's iterations at
         64^2..1024^2 on both (5 vs 9, 4 vs 8), not at contrast 1e5 (5-6 vs 8-9), at 44.4 finest-grid
         stencil applications per cycle (``benchmarks/measured/cpu-2026-12-04/precond-nmg3-nmg2c3-all.md``);
-        the default stays 1, the cheapest.
+        with ``coarse_repeats=3`` as well, 5 / 4 / 5 iterations at every size 64^2..1024^2 on the
+        three families, meeting 0.6x everywhere but at contrast 1e5 and 1024^2 (PCG-MG 8 there;
+        ``benchmarks/measured/cpu-2026-12-05d/nmg3c3-contrast-probes.md``), at 69.6 finest-grid
+        stencil applications per cycle; the default stays 1, the cheapest.
     coarse_repeats : the smoothing of every level but the finest (sweeps and learned steps, and
         their adjoint) runs this many times per cycle (still SPD); 3 brings the V-cycle close to
         the two-grid cycle (``benchmarks/nmg_recursion.py``), at a cost (2 stages, 1024^2) of 49.6
