@@ -17,6 +17,7 @@ number of processes.
 from __future__ import annotations
 
 import contextlib
+import gc
 import datetime
 import os
 import subprocess
@@ -216,7 +217,13 @@ def world(device: str = "auto") -> Iterator[World]:
             dist.barrier()
     finally:
         if owns and dist.is_initialized():
+            # DistributedDataParallel wrappers sit in reference cycles, and their reducer keeps the
+            # gloo process group (and its worker threads) alive: left to the interpreter's exit,
+            # they are destroyed during finalisation, where a rank can abort with "terminate
+            # called without an active exception" after its run finished. Free them now.
+            gc.collect()
             dist.destroy_process_group()
+            gc.collect()
 
 
 def launch(args: Sequence[str], nproc: int, *, threads: int | None = None) -> int:
