@@ -96,7 +96,6 @@ CLASSICAL = ["cg", "pcg-jacobi", "pcg-ic", "pcg-amg", "pcg-mg"]
 #: learned solver is compared with the structured multigrid on the same hardware
 SAME_DEVICE = ("pcg-mg",)
 NET_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NEURAL = ["fcg", "fgmres", "hints", "nmg", "nmg2", "nmgi", "nmg2ft128", "nmg2pcg", "nmg2c3", "nmg3", "nmg3k5", "nmg3c3", "nmg3c3pcg", "nmg3c3ft128", "nmg3c3d4"]
 #: the neural multigrid variants: their network config (``NMGConfig``: learned stages per
 #: smoothing side, learned interpolation)
 NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2, "interpolation": "learned"},
@@ -113,6 +112,7 @@ NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2,
 #: methods run at every size of the protocol's mg_sizes (the rest at sizes): the multigrids and every NMG variant
 MG_METHODS = ("pcg-amg", "pcg-mg", *NMG_STAGES)
 NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
+NEURAL = NETWORK + list(NMG_STAGES)
 LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-amg": "PCG-AMG", "pcg-mg": "PCG-MG",
           "fcg": "FCG+net", "fgmres": "FGMRES+net", "hints": "HINTS (GS+net)",
           "nmg": "NMG (PCG)", "nmg2": "NMG, 2 stages",

@@ -248,12 +248,18 @@ def test_a_ctrl_c_lost_in_a_finaliser_is_raised_at_the_next_check_as_a_keyboard_
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with runtime.job_signals("flag") as state:  # flag mode leaves Ctrl-C to Python
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)  # a handler of the caller's own
+    own = []
+
+    def mine(signum, frame):
+        own.append(signum)
+
+    previous = signal.signal(signal.SIGINT, mine)  # a handler of the caller's own
     try:
-        with runtime.job_signals("raise"):
-            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        with runtime.job_signals("raise") as state:
+            assert signal.getsignal(signal.SIGINT) is mine  # left in place
             os.kill(os.getpid(), signal.SIGINT)  # the caller's handler takes it: nothing raised
             for _ in range(1000):
                 pass
+            assert own == [signal.SIGINT] and state.signum is None
     finally:
         signal.signal(signal.SIGINT, previous)

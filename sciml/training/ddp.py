@@ -17,8 +17,8 @@ number of processes.
 from __future__ import annotations
 
 import contextlib
-import gc
 import datetime
+import gc
 import os
 import subprocess
 import sys
@@ -217,10 +217,11 @@ def world(device: str = "auto") -> Iterator[World]:
             dist.barrier()
     finally:
         if owns and dist.is_initialized():
-            # DistributedDataParallel wrappers sit in reference cycles, and their reducer keeps the
-            # gloo process group (and its worker threads) alive: left to the interpreter's exit,
-            # they are destroyed during finalisation, where a rank can abort with "terminate
-            # called without an active exception" after its run finished. Free them now.
+            # anything in a reference cycle that still holds the process group (a model wrapper,
+            # its reducer) would keep the gloo group and its worker threads alive until the
+            # interpreter's finalisation, where a rank can abort with "terminate called without an
+            # active exception" after its run finished: free such objects while the interpreter is
+            # whole (a mitigation: CI saw that abort, its cause is not pinned down)
             gc.collect()
             dist.destroy_process_group()
             gc.collect()

@@ -1,16 +1,18 @@
-"""Probe (2026-12-05, 2-core AMD EPYC): an oracle local solve for nmg2c3 on ConDiff variance 2.0 (seed 1): the
+"""Probe (2026-12-05, 2-core AMD EPYC): an oracle local solve for an nmg run (env RUN, default
+condiff-high-nmg2c3-100x400) on ConDiff variance 2.0 (seed 1): the
 points of the top FRAC energy density of the cycle's slowest error (CYCLES stationary cycles from VECS random
-errors, the union), dilated by 2, solved exactly around the cycle (S, cycle, S). Results in nmg-local-probes.md.
-    python benchmarks/measured/cpu-2026-12-05c/nmg-oracle-local-probe.py N CYCLES FRACS [VECS]
+errors, the union), dilated by 2, solved exactly around the cycle (S, cycle, S). Results in nmg-local-probes.md
+(nmg2c3) and ../cpu-2026-12-05d/nmg3c3-contrast-probes.md (nmg3c3); prints the residual histories.
+    [RUN=condiff-high-nmg3c3-100x400] python benchmarks/measured/cpu-2026-12-05c/nmg-oracle-local-probe.py N CYCLES FRACS [VECS]
 """
-import sys, numpy as np, scipy.sparse as sp, scipy.sparse.linalg as spl, torch
+import os, sys, numpy as np, scipy.sparse as sp, scipy.sparse.linalg as spl, torch
 from scipy import ndimage
 torch.set_num_threads(2)
 from sciml import datasets
 from sciml.learned.nmg import load_nmg, hierarchy, NeuralMultigrid
 from sciml.solvers import multigrid as mgm
 from sciml.solvers.krylov_torch import pcg
-net = load_nmg("benchmarks/results/precond-full2/runs/condiff-high-nmg2c3-100x400")[0]
+net = load_nmg("benchmarks/results/precond-full2/runs/" + os.environ.get("RUN", "condiff-high-nmg2c3-100x400"))[0]
 n = int(sys.argv[1]); cycles = int(sys.argv[2]); fracs = [float(f) for f in sys.argv[3].split(",")]
 A, b, info = datasets.system("condiff", resolution=n, seed=1, variance=2.0); A = sp.csr_matrix(A)
 m = int(round(A.shape[0] ** 0.5)); shape = (m, m)
@@ -45,5 +47,5 @@ with torch.no_grad():
                 x = x + S(r - A @ x)
                 return torch.from_numpy(x.reshape(1, *shape))
             out = pcg(mg.matvec, bt, 1e-8, 200, None, M)
-            line += f" | {name} {int(out.iterations[0])}"
+            line += f" | {name} {int(out.iterations[0])} " + " ".join(f"{float(r):.1e}" for r in out.residuals[:, 0] / out.residuals[0, 0])
         print(line, flush=True)
