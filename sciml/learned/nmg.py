@@ -120,13 +120,16 @@ class NMGConfig:
         64^2..1024^2 on both (5 vs 9, 4 vs 8), not at contrast 1e5 (5-6 vs 8-9), at 44.4 finest-grid
         stencil applications per cycle (``benchmarks/measured/cpu-2026-12-04/precond-nmg3-nmg2c3-all.md``);
         with ``coarse_repeats=3`` as well, 5 / 4 / 5 iterations at every size 64^2..1024^2 on the
-        three families, meeting 0.6x everywhere but at contrast 1e5 and 1024^2 (PCG-MG 8 there;
-        ``benchmarks/measured/cpu-2026-12-05d/nmg3c3-contrast-probes.md``), at 69.6 finest-grid
-        stencil applications per cycle; the default stays 1, the cheapest.
+        three families, against 8-9 / 8 / 8 of the classical cycle with the same sweeps: 0.6x
+        only on variance 0.1 (``benchmarks/measured/cpu-2026-12-05e/precond-same-sweeps-all.md``),
+        at 69.6 finest-grid stencil applications per cycle; the default stays 1, the cheapest.
     coarse_repeats : the smoothing of every level but the finest (sweeps and learned steps, and
         their adjoint) runs this many times per cycle (still SPD); 3 brings the V-cycle close to
         the two-grid cycle (``benchmarks/nmg_recursion.py``), at a cost (2 stages, 1024^2) of 49.6
-        instead of 31.6 finest-grid stencil applications per cycle (:func:`cycle_cost`).
+        instead of 31.6 finest-grid stencil applications per cycle (:func:`cycle_cost`). It
+        repeats classical sweeps too, so its fair reference is the classical cycle with
+        ``Multigrid(coarse_repeats=k)``, which also takes fewer iterations than V(1,1) (8 instead
+        of 9 on contrast 1e5).
     interpolation : ``"dendy"`` (the classical hierarchy) or ``"learned"``: a second network
         (``interp_width`` channels, ``interp_layers`` convolutions) corrects Dendy's interpolation
         weights on every offset of every fine class (so the Galerkin coarse stencils keep
@@ -394,7 +397,8 @@ class NeuralMultigrid:
         interpolation, Dendy's hierarchy of the same matrices (built when first needed)."""
         if self._classical is None:
             self._classical = self.mg if isinstance(self.mg.interpolation, str) else mgm.Multigrid(
-                self.mg.levels[0].S.detach(), presmooth=self.mg.presmooth, postsmooth=self.mg.postsmooth)
+                self.mg.levels[0].S.detach(), presmooth=self.mg.presmooth, postsmooth=self.mg.postsmooth,
+                coarse_repeats=self.mg.coarse_repeats)
         return self._classical
 
     @property
@@ -478,7 +482,8 @@ def cycle_cost(mg: mgm.Multigrid, local_points: int = 0, stages: int = 1, coarse
     ``Ŵ`` on each level but the coarsest), in finest-grid stencil applications: Gauss-Seidel sweeps and residuals
     count the level's stencil entries per point, transfers their interpolation weights, the
     coarsest solve its two triangular solves. ``coarse_repeats``: the neural cycle's smoothing
-    (sweeps, residual, learned steps) runs that many times on every level but the finest."""
+    (sweeps, residual, learned steps) runs that many times on every level but the finest; the
+    classical cost counts ``mg.coarse_repeats`` (the classical cycle's own coarse sweeps)."""
     fine = mg.levels[0]
     unit = math.prod(fine.shape) * (len(fine.active) + 1)
     classical = learned = 0.0
@@ -486,8 +491,9 @@ def cycle_cost(mg: mgm.Multigrid, local_points: int = 0, stages: int = 1, coarse
         n, nnz = math.prod(level.shape), len(level.active) + 1
         transfers = 2 * sum(w.numel() // level.B for ws in level.weights.values() for _, w in ws)
         smoothing = (mg.presmooth + mg.postsmooth) * n * nnz + n * nnz  # the sweeps and the residual
-        classical += smoothing + transfers
         repeats = 1 if l == 0 else coarse_repeats
+        sweeps = 1 if l == 0 else mg.coarse_repeats  # the classical cycle's own coarse repeats
+        classical += smoothing + (sweeps - 1) * (mg.presmooth + mg.postsmooth) * n * nnz + transfers
         # the learned steps: the post-smoothing residual, the pre-smoothing update of r, and
         # Ŵ and Ŵ^T twice; repeated coarse smoothing adds its sweeps and residuals too
         learned += repeats * stages * (2 * n * nnz + 4 * n * local_points) + (repeats - 1) * smoothing

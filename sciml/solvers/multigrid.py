@@ -389,10 +389,14 @@ class Multigrid:
     ``"dendy"``, ``"bilinear"`` or a function of a :class:`Level` returning its weights in the
     form of :func:`interpolation_weights` (a learned interpolation, :mod:`sciml.learned.nmg`; any
     weights keep the cycle SPD, since ``P`` injects the coarse points and so has full rank).
+    ``coarse_repeats``: every level but the finest runs ``coarse_repeats`` times its sweeps per
+    side (still symmetric): the classical cycle with the classical sweeps of a neural cycle
+    with ``NMGConfig.coarse_repeats`` (:mod:`sciml.learned.nmg`), its fair reference.
     """
 
     def __init__(self, S: torch.Tensor, presmooth: int = 1, postsmooth: int | None = None,
-                 interpolation: str | Callable[[Level], dict] = "dendy", coarsest: int = COARSEST):
+                 interpolation: str | Callable[[Level], dict] = "dendy", coarsest: int = COARSEST,
+                 coarse_repeats: int = 1):
         if not callable(interpolation) and interpolation not in INTERPOLATIONS:
             raise UnknownNameError("interpolation", interpolation, list(INTERPOLATIONS))
         if S.dtype != torch.float64:
@@ -400,6 +404,9 @@ class Multigrid:
         self.interpolation = interpolation
         self.presmooth = int(presmooth)
         self.postsmooth = self.presmooth if postsmooth is None else int(postsmooth)
+        if coarse_repeats < 1:
+            raise ConfigError(f"multigrid coarse_repeats must be >= 1, got {coarse_repeats}")
+        self.coarse_repeats = int(coarse_repeats)
         self.levels = [Level(S)]
         while math.prod(self.levels[-1].shape) > coarsest and min(self.levels[-1].shape) >= 3:
             fine = self.levels[-1]
@@ -434,12 +441,13 @@ class Multigrid:
             rhs = f.reshape(level.B, -1, 1)
             return torch.cholesky_solve(rhs, self.coarse_factor).reshape(f.shape)
         u = level.padded()
-        for _ in range(self.presmooth):
+        repeats = 1 if l == 0 else self.coarse_repeats
+        for _ in range(repeats * self.presmooth):
             u = level.smooth(u, f)
         r = f - level.matvec(u)
         e = self._cycle(l + 1, restrict(level, r))
         u = u + prolong(level, e) if _graph(level.S) else u.add_(prolong(level, e))
-        for _ in range(self.postsmooth):
+        for _ in range(repeats * self.postsmooth):
             u = level.smooth(u, f, reverse=True)
         return u[_interior(level.dim)].contiguous()
 
