@@ -27,6 +27,10 @@ the three methods with a trained operator (``sciml.learned.neural_precond``):
   nmg3k5  nmg3 with 5x5 learned stencils (``--set stages=3 --set kernel=5``, 2.2x nmg3's cost per
           cycle): on ConDiff variance 2.0 5/6/6/5/5 iterations against nmg3's 5/6/6/6/5
           (``benchmarks/measured/cpu-2026-12-05/nmg3k5-condiff-high.md``)
+  nmg3c3  nmg3 with the coarse levels' smoothing x3 (sweeps included: judged against the
+          classical cycle with the same sweeps, ``Multigrid(coarse_repeats=3)``)
+  nmg3l3  nmg3 with only the coarse levels' learned steps x3 (``--set repeat_sweeps=false``):
+          the classical sweeps of V(1,1), so judged against plain PCG-MG
 
 The neural multigrid's targets (shared/TARGETS.md, issue 19) are judged against PCG-MG with the
 same hierarchy and the same classical sweeps (for a variant with ``coarse_repeats=k``, the
@@ -110,7 +114,8 @@ NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2,
                                          "train": {"loss": "pcg", "cycles": 4}}},
               "nmg3c3ft128": {"stages": 3, "coarse_repeats": 3,
                               "finetune": {"from": "nmg3c3", "size": 128, "steps": 100, "lr": 1e-3}},
-              "nmg3c3d4": {"stages": 3, "coarse_repeats": 3, "width": 16, "layers": 4}}
+              "nmg3c3d4": {"stages": 3, "coarse_repeats": 3, "width": 16, "layers": 4},
+              "nmg3l3": {"stages": 3, "coarse_repeats": 3, "repeat_sweeps": False}}
 #: methods run at every size of the protocol's mg_sizes (the rest at sizes): the multigrids and every NMG variant
 MG_METHODS = ("pcg-amg", "pcg-mg", *NMG_STAGES)
 NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
@@ -124,7 +129,8 @@ LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-am
           "nmg3c3": "NMG, 3 stages, coarse smoothing x3",
           "nmg3c3pcg": "NMG, 3 stages, coarse x3, tuned for PCG",
           "nmg3c3ft128": "NMG, 3 stages, coarse x3, tuned at 128^2",
-          "nmg3c3d4": "NMG, 3 stages, coarse x3, 4-layer network"}
+          "nmg3c3d4": "NMG, 3 stages, coarse x3, 4-layer network",
+          "nmg3l3": "NMG, 3 stages, coarse learned steps x3"}
 FAMILIES = {
     "darcy": {"pde": "darcy", "params": {}, "offset": 2},
     "condiff-low": {"pde": "condiff", "params": {"variance": 0.1}, "offset": 0},
@@ -229,10 +235,17 @@ def cycle_costs(A, run_dir: str) -> dict:
     net = nmg.load_nmg(run_dir)[0]
     with torch.no_grad():
         learned = nmg.hierarchy(S, net)[0]  # a learned interpolation has more weights to apply
-    k = net.config.coarse_repeats
+    c = net.config
     return {"classical": nmg.cycle_cost(mgm.Multigrid(S))["classical"],
-            "same_sweeps": nmg.cycle_cost(mgm.Multigrid(S, coarse_repeats=k))["classical"],
-            "neural": nmg.cycle_cost(learned, net.config.kernel ** net.config.dim, net.config.stages, k)["neural"]}
+            "same_sweeps": nmg.cycle_cost(mgm.Multigrid(S, coarse_repeats=same_sweeps_repeats(c)))["classical"],
+            "neural": nmg.cycle_cost(learned, c.kernel ** c.dim, c.stages, c.coarse_repeats, c.repeat_sweeps)["neural"]}
+
+
+def same_sweeps_repeats(config) -> int:
+    """How often the classical cycle with a neural variant's classical sweeps repeats its coarse
+    levels' sweeps: ``coarse_repeats`` when the variant repeats its sweeps, else 1 (plain V(1,1))."""
+    get = config.get if isinstance(config, dict) else lambda k, d: getattr(config, k)
+    return get("coarse_repeats", 1) if get("repeat_sweeps", True) else 1
 
 
 def same_sweeps(A, b, n: int, k: int, repeat: int) -> dict:
@@ -293,7 +306,7 @@ def bench_family(family: str, protocol: dict, args, out: Path) -> tuple[list[dic
             row = {"family": family, "n": n, "unknowns": n * n, "method": m, "repeats": args.repeat, **best}
             if m in NMG_STAGES:
                 row["cost"] = cycle_costs(A, runs[m]["run_dir"])
-                k = NMG_STAGES[m].get("coarse_repeats", 1)
+                k = same_sweeps_repeats(NMG_STAGES[m])
                 if k > 1:  # the fair reference: the classical cycle with the variant's classical sweeps
                     row["same_sweeps"] = same_sweeps(A, b, n, k, args.repeat)
                 if not any(r["n"] == n and "limit" in r for r in rows):

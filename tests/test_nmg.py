@@ -154,16 +154,17 @@ def spd_report(cycle, A) -> tuple[float, float, float]:
     return asym, ev[0], ev[-1]
 
 
-@pytest.mark.parametrize("scale, stages, repeats", [(0.0, 1, 1), (0.05, 1, 1), (3.0, 1, 1), (0.05, 2, 1), (3.0, 2, 1),
-                                                    (0.05, 2, 3), (0.05, 3, 1), (3.0, 3, 1)])
-def test_the_cycle_is_symmetric_positive_definite(scale, stages, repeats):
-    """Untrained (Jacobi start), small random and large random networks, one or two learned
-    stages per side, the coarse levels' smoothing once or repeated: the large networks need the
+@pytest.mark.parametrize("scale, stages, repeats, sweeps", [(0.0, 1, 1, True), (0.05, 1, 1, True), (3.0, 1, 1, True),
+                                                            (0.05, 2, 1, True), (3.0, 2, 1, True), (0.05, 2, 3, True),
+                                                            (0.05, 3, 1, True), (3.0, 3, 1, True), (0.05, 3, 3, False)])
+def test_the_cycle_is_symmetric_positive_definite(scale, stages, repeats, sweeps):
+    """Untrained (Jacobi start), small random and large random networks, one to three learned
+    stages per side, the coarse levels' smoothing once or repeated (with or without its sweeps): the large networks need the
     Lanczos guard, which scales their stencils down; every cycle stays SPD with eig(BA) in (0, 1]."""
     A, _, info = datasets.system("darcy", resolution=18, seed=2)
     shape = tuple(info["shape"])
     mg = mgm.Multigrid(mgm.stencils([A], shape), coarsest=10)
-    cycle = nmg.NeuralMultigrid(mg, random_net(scale, seed=5, stages=stages), coarse_repeats=repeats)
+    cycle = nmg.NeuralMultigrid(mg, random_net(scale, seed=5, stages=stages, repeat_sweeps=sweeps), coarse_repeats=repeats)
     asym, lo, hi = spd_report(cycle, A)
     assert asym <= 1e-12
     assert 0.0 < lo and hi <= 1.0 + 1e-10
@@ -198,6 +199,11 @@ def test_classical_coarse_repeats_is_the_neural_cycle_without_its_learned_steps(
     assert torch.allclose(c3(f), neural(f), rtol=1e-12, atol=1e-14 * float(c3(f).abs().max()))
     c1 = mgm.Multigrid(S, coarsest=10)
     assert float((c3(f) - c1(f)).norm() / c1(f).norm()) > 1e-3
+    # repeat_sweeps=False repeats only the learned steps: with zero stencils it is plain V(1,1)
+    learned_only = nmg.SmootherNet(nmg.NMGConfig(base=0.0, coarse_repeats=3, repeat_sweeps=False)).double()
+    learned_only.load_state_dict(zero.state_dict())
+    v11 = nmg.NeuralMultigrid(mgm.Multigrid(S, coarsest=10), learned_only)
+    assert torch.allclose(v11(f), c1(f), rtol=1e-12, atol=1e-14 * float(c1(f).abs().max()))
     asym, lo, hi = spd_report(c3, A)
     assert asym <= 1e-12 and 0.0 < lo and hi <= 1.0 + 1e-10
     # the cycle converges faster than V(1,1) on this system (energy-norm factor over 16 cycles)
@@ -229,6 +235,9 @@ def test_cycle_cost_counts_the_operations_of_a_two_level_cycle():
     once, thrice = nmg.cycle_cost(deep, local_points=9), nmg.cycle_cost(deep, local_points=9, coarse_repeats=3)
     assert thrice["classical"] == once["classical"]
     assert (thrice["neural"] - once["neural"]) * 961 * 5 == pytest.approx(2 * (3 * 225 * nnz1 + 2 * 225 * nnz1 + 4 * 225 * 9))
+    # repeat_sweeps=False: only the learned steps (2 residuals, 4 stencil applications) run twice more
+    learned = nmg.cycle_cost(deep, local_points=9, coarse_repeats=3, repeat_sweeps=False)
+    assert (learned["neural"] - once["neural"]) * 961 * 5 == pytest.approx(2 * (2 * 225 * nnz1 + 4 * 225 * 9))
 
 
 # ----------------------------------------------------------------------------- training

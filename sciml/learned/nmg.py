@@ -130,6 +130,9 @@ class NMGConfig:
         repeats classical sweeps too, so its fair reference is the classical cycle with
         ``Multigrid(coarse_repeats=k)``, which also takes fewer iterations than V(1,1) (8 instead
         of 9 on contrast 1e5).
+    repeat_sweeps : whether ``coarse_repeats`` repeats the classical sweeps too (True) or only
+        the learned steps (False: every level keeps the classical V(1,1)'s sweeps, one per side,
+        so the cycle's reference is plain PCG-MG).
     interpolation : ``"dendy"`` (the classical hierarchy) or ``"learned"``: a second network
         (``interp_width`` channels, ``interp_layers`` convolutions) corrects Dendy's interpolation
         weights on every offset of every fine class (so the Galerkin coarse stencils keep
@@ -144,6 +147,7 @@ class NMGConfig:
     base: float = 0.5
     stages: int = 1
     coarse_repeats: int = 1
+    repeat_sweeps: bool = True
     interpolation: str = "dendy"
     interp_width: int = 16
     interp_layers: int = 3
@@ -422,20 +426,23 @@ class NeuralMultigrid:
         pad = (1, 1) * level.dim
         u = level.padded()
         repeats = 1 if l == 0 else self.coarse_repeats
+        sweeps = self.net.config.repeat_sweeps
         stages = range(self.net.config.stages)
-        for _ in range(repeats):
-            for _ in range(mg.presmooth):
-                u = level.smooth(u, f)
-            r = f - level.matvec(u)
+        for k in range(repeats):
+            if k == 0 or sweeps:
+                for _ in range(mg.presmooth):
+                    u = level.smooth(u, f)
+                r = f - level.matvec(u)
             for i in stages:  # u += H_i r (out of place: training differentiates through it)
                 du = F.pad(self.smoother(l, r, i), pad)
                 u, r = u + du, r - level.matvec(du)
         u = u + mgm.prolong(level, self._cycle(l + 1, mgm.restrict(level, r)))
-        for _ in range(repeats):
-            for i in reversed(stages):  # the adjoint order
+        for k in range(repeats):  # the adjoint order
+            for i in reversed(stages):
                 u = u + F.pad(self.smoother(l, f - level.matvec(u), i), pad)
-            for _ in range(mg.postsmooth):
-                u = level.smooth(u, f, reverse=True)
+            if k == repeats - 1 or sweeps:
+                for _ in range(mg.postsmooth):
+                    u = level.smooth(u, f, reverse=True)
         return u[inner].contiguous()
 
     def error_propagation(self, e: torch.Tensor) -> torch.Tensor:
@@ -473,17 +480,19 @@ class NeuralMultigrid:
         """Multiply-adds of one cycle in units of one finest-level stencil application
         (``A u`` on the finest grid): ``{"classical": V-cycle alone, "neural": with the learned steps}``."""
         neural = cycle_cost(self.mg, self.net.config.kernel**self.net.config.dim, self.net.config.stages,
-                            self.coarse_repeats)
+                            self.coarse_repeats, self.net.config.repeat_sweeps)
         return {"classical": cycle_cost(self.classical)["classical"], "neural": neural["neural"]}
 
 
-def cycle_cost(mg: mgm.Multigrid, local_points: int = 0, stages: int = 1, coarse_repeats: int = 1) -> dict:
+def cycle_cost(mg: mgm.Multigrid, local_points: int = 0, stages: int = 1, coarse_repeats: int = 1,
+               repeat_sweeps: bool = True) -> dict:
     """Cost of one V-cycle of ``mg`` (and with ``stages`` learned ``local_points``-point stencils
     ``Ŵ`` on each level but the coarsest), in finest-grid stencil applications: Gauss-Seidel sweeps and residuals
     count the level's stencil entries per point, transfers their interpolation weights, the
     coarsest solve its two triangular solves. ``coarse_repeats``: the neural cycle's smoothing
-    (sweeps, residual, learned steps) runs that many times on every level but the finest; the
-    classical cost counts ``mg.coarse_repeats`` (the classical cycle's own coarse sweeps)."""
+    (sweeps, residual, learned steps) runs that many times on every level but the finest (only
+    the learned steps when ``repeat_sweeps`` is False); the classical cost counts
+    ``mg.coarse_repeats`` (the classical cycle's own coarse sweeps)."""
     fine = mg.levels[0]
     unit = math.prod(fine.shape) * (len(fine.active) + 1)
     classical = learned = 0.0
@@ -496,7 +505,7 @@ def cycle_cost(mg: mgm.Multigrid, local_points: int = 0, stages: int = 1, coarse
         classical += smoothing + (sweeps - 1) * (mg.presmooth + mg.postsmooth) * n * nnz + transfers
         # the learned steps: the post-smoothing residual, the pre-smoothing update of r, and
         # Ŵ and Ŵ^T twice; repeated coarse smoothing adds its sweeps and residuals too
-        learned += repeats * stages * (2 * n * nnz + 4 * n * local_points) + (repeats - 1) * smoothing
+        learned += repeats * stages * (2 * n * nnz + 4 * n * local_points) + (repeats - 1) * smoothing * repeat_sweeps
     coarse = math.prod(mg.levels[-1].shape) ** 2
     classical += coarse
     return {"classical": classical / unit, "neural": (classical + learned) / unit}
