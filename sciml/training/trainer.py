@@ -514,6 +514,9 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
     if not saved:
         raise CheckpointError(f"{out / runs.CONFIG} not found; cannot resume this run, start a new one")
     data = data if data is not None else saved.get("data")
+    if not isinstance(data, (str, Path)):
+        raise CheckpointError(f"{out / runs.CONFIG} names no dataset (the run is damaged); pass --data D.h5 "
+                              "or start a new run")
     test_data = test_data if test_data is not None else saved.get("test_data")
     saved_opts = {k: v for k, v in saved.items() if k not in ("data", "test_data")}
     base = resolve_options(saved_opts, {})
