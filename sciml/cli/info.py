@@ -24,7 +24,9 @@ def info(
         return
     from .. import datasets
 
-    print(datasets.format_summary(datasets.summary(path, strict=strict)))
+    text = datasets.format_summary(datasets.summary(path, strict=strict))
+    # a corrupted attribute decodes to lone surrogates: show them escaped, not as a UnicodeEncodeError
+    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def register(app: typer.Typer) -> None:
