@@ -7,10 +7,12 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
-from sciml import training
+from sciml import runs, training
 from sciml.errors import CheckpointError
 from sciml.training import checkpoint as ckpt
+from test_cli import assert_one_line_error, run_cli
 
 SMALL_FNO = {"modes": [4, 4], "width": 8, "n_layers": 2, "projection": 16}
 
@@ -137,3 +139,19 @@ def test_damaged_weights_file(copy):
     (copy / "run.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         training.load_run(copy)
+
+
+@pytest.mark.parametrize("killed_early", [False, True], ids=["with-checkpoint", "before-first-checkpoint"])
+def test_resume_of_a_run_whose_config_names_no_dataset(copy, killed_early, capsys):
+    """Found by test_fuzz in CI: a config.yaml cut down until it names no dataset raised a TypeError on resume."""
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    assert "data" in saved
+    del saved["data"]
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved))
+    if killed_early:  # no training state: the resume restarts from the config alone
+        (copy / runs.TRAIN_STATE).unlink()
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    code, _, err = run_cli(["train", "--resume", copy, "--epochs", "3", "--no-progress"], capsys)
+    assert_one_line_error(code, err, "names no dataset", "--data")
+    after = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    assert after == before  # nothing the run had written is lost

@@ -97,6 +97,7 @@ def one_line_or_ok(code, err):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=mutations, cut=st.one_of(st.none(), st.floats(0, 1)))
 @example(edits=[(0.6328125, b"\x01")], cut=None)  # found by this test: a bad chunk offset read by the trainer
+@example(edits=[(0.2109375, b"\x80")], cut=None)  # found by this test: a damaged attribute printed as a lone surrogate
 def test_mutated_dataset_files_are_read_or_refused_in_one_line(valid, tmp_path, capsys, edits, cut):
     path = tmp_path / "mutated.h5"
     path.write_bytes(mutate(valid.data, edits, cut))

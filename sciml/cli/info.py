@@ -24,9 +24,7 @@ def info(
         return
     from .. import datasets
 
-    text = datasets.format_summary(datasets.summary(path, strict=strict))
-    # a corrupted attribute decodes to lone surrogates: show them escaped, not as a UnicodeEncodeError
-    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+    print(datasets.format_summary(datasets.summary(path, strict=strict)))
 
 
 def register(app: typer.Typer) -> None:

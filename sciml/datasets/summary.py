@@ -115,7 +115,22 @@ def summary(path: str | Path, strict: bool = False) -> dict[str, Any]:
     """
     ds = open_dataset(path, check_finite=strict)
     with reading(path):
-        return _summary(ds, path)
+        return _printable(_summary(ds, path))
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with every string made encodable: a damaged attribute decodes (surrogateescape) to
+    lone surrogates, which are shown as ``\\xNN`` escapes of the bytes stored."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
 
 
 def _summary(ds, path) -> dict[str, Any]:

@@ -491,7 +491,7 @@ def _restart(out: Path, data, test_data, config: dict, options: dict) -> dict:
     changed = [k for k in asked if k not in RUNTIME_KEYS]
     if changed:
         raise ConfigError(f"cannot change {changed[0]!r} when resuming; start a new run with --out instead")
-    data = data if data is not None else saved.pop("data", None)
+    data = _dataset_to_resume(out, data, saved)
     test_data = test_data if test_data is not None else saved.pop("test_data", None)
     saved.pop("data", None)
     saved.pop("test_data", None)
@@ -500,6 +500,15 @@ def _restart(out: Path, data, test_data, config: dict, options: dict) -> dict:
         if stale.exists():  # written by the killed run before its first complete checkpoint
             stale.unlink()
     return train_operator(model, data=data, out=out, test_data=test_data, config=saved, **asked)
+
+
+def _dataset_to_resume(out: Path, data, saved: dict):
+    """The dataset a resumed run trains on: ``data`` if given, else the one its config.yaml names."""
+    data = data if data is not None else saved.get("data")
+    if not isinstance(data, (str, Path)):
+        raise CheckpointError(f"{out / runs.CONFIG} names no dataset (the run is damaged); pass --data D.h5 "
+                              "or start a new run")
+    return data
 
 
 def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
@@ -513,10 +522,7 @@ def _resume(run_dir, *, data, test_data, config: dict, options: dict) -> dict:
     saved = dict(info.config)
     if not saved:
         raise CheckpointError(f"{out / runs.CONFIG} not found; cannot resume this run, start a new one")
-    data = data if data is not None else saved.get("data")
-    if not isinstance(data, (str, Path)):
-        raise CheckpointError(f"{out / runs.CONFIG} names no dataset (the run is damaged); pass --data D.h5 "
-                              "or start a new run")
+    data = _dataset_to_resume(out, data, saved)
     test_data = test_data if test_data is not None else saved.get("test_data")
     saved_opts = {k: v for k, v in saved.items() if k not in ("data", "test_data")}
     base = resolve_options(saved_opts, {})
