@@ -31,6 +31,9 @@ the three methods with a trained operator (``sciml.learned.neural_precond``):
           classical cycle with the same sweeps, ``Multigrid(coarse_repeats=3)``)
   nmg3l3  nmg3 with only the coarse levels' learned steps x3 (``--set repeat_sweeps=false``):
           the classical sweeps of V(1,1), so judged against plain PCG-MG
+  nmg3l3i nmg3l3 with the learned interpolation of nmgi (``--set interpolation=learned``): the
+          coarse-space error that limits nmg3l3 at contrast 1e5 is the interpolation's
+  nmg5l3i nmg3l3i with five learned stages per side (``--set stages=5``)
 
 The neural multigrid's targets (shared/TARGETS.md, issue 19) are judged against PCG-MG with the
 same hierarchy and the same classical sweeps (for a variant with ``coarse_repeats=k``, the
@@ -83,6 +86,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +119,9 @@ NMG_STAGES = {"nmg": {"stages": 1}, "nmg2": {"stages": 2}, "nmgi": {"stages": 2,
               "nmg3c3ft128": {"stages": 3, "coarse_repeats": 3,
                               "finetune": {"from": "nmg3c3", "size": 128, "steps": 100, "lr": 1e-3}},
               "nmg3c3d4": {"stages": 3, "coarse_repeats": 3, "width": 16, "layers": 4},
-              "nmg3l3": {"stages": 3, "coarse_repeats": 3, "repeat_sweeps": False}}
+              "nmg3l3": {"stages": 3, "coarse_repeats": 3, "repeat_sweeps": False},
+              "nmg3l3i": {"stages": 3, "coarse_repeats": 3, "repeat_sweeps": False, "interpolation": "learned"},
+              "nmg5l3i": {"stages": 5, "coarse_repeats": 3, "repeat_sweeps": False, "interpolation": "learned"}}
 #: methods run at every size of the protocol's mg_sizes (the rest at sizes): the multigrids and every NMG variant
 MG_METHODS = ("pcg-amg", "pcg-mg", *NMG_STAGES)
 NETWORK = ["fcg", "fgmres", "hints"]  # the methods that use the trained grid operator
@@ -130,7 +136,9 @@ LABELS = {"cg": "CG", "pcg-jacobi": "PCG-Jacobi", "pcg-ic": "PCG-IC(0)", "pcg-am
           "nmg3c3pcg": "NMG, 3 stages, coarse x3, tuned for PCG",
           "nmg3c3ft128": "NMG, 3 stages, coarse x3, tuned at 128^2",
           "nmg3c3d4": "NMG, 3 stages, coarse x3, 4-layer network",
-          "nmg3l3": "NMG, 3 stages, coarse learned steps x3"}
+          "nmg3l3": "NMG, 3 stages, coarse learned steps x3",
+          "nmg3l3i": "NMG, 3 stages, coarse learned steps x3, learned P",
+          "nmg5l3i": "NMG, 5 stages, coarse learned steps x3, learned P"}
 FAMILIES = {
     "darcy": {"pde": "darcy", "params": {}, "offset": 2},
     "condiff-low": {"pde": "condiff", "params": {"variance": 0.1}, "offset": 0},
@@ -237,15 +245,15 @@ def cycle_costs(A, run_dir: str) -> dict:
         learned = nmg.hierarchy(S, net)[0]  # a learned interpolation has more weights to apply
     c = net.config
     return {"classical": nmg.cycle_cost(mgm.Multigrid(S))["classical"],
-            "same_sweeps": nmg.cycle_cost(mgm.Multigrid(S, coarse_repeats=same_sweeps_repeats(c)))["classical"],
+            "same_sweeps": nmg.cycle_cost(mgm.Multigrid(S, coarse_repeats=same_sweeps_repeats(asdict(c))))["classical"],
             "neural": nmg.cycle_cost(learned, c.kernel ** c.dim, c.stages, c.coarse_repeats, c.repeat_sweeps)["neural"]}
 
 
-def same_sweeps_repeats(config) -> int:
+def same_sweeps_repeats(config: dict) -> int:
     """How often the classical cycle with a neural variant's classical sweeps repeats its coarse
-    levels' sweeps: ``coarse_repeats`` when the variant repeats its sweeps, else 1 (plain V(1,1))."""
-    get = config.get if isinstance(config, dict) else lambda k, d: getattr(config, k)
-    return get("coarse_repeats", 1) if get("repeat_sweeps", True) else 1
+    levels' sweeps (``config``: the variant's ``NMGConfig`` fields): ``coarse_repeats`` when the
+    variant repeats its sweeps, else 1 (plain V(1,1))."""
+    return config.get("coarse_repeats", 1) if config.get("repeat_sweeps", True) else 1
 
 
 def same_sweeps(A, b, n: int, k: int, repeat: int) -> dict:
