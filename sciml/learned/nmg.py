@@ -122,7 +122,11 @@ class NMGConfig:
         with ``coarse_repeats=3`` as well, 5 / 4 / 5 iterations at every size 64^2..1024^2 on the
         three families, against 8-9 / 8 / 8 of the classical cycle with the same sweeps: 0.6x
         only on variance 0.1 (``benchmarks/measured/cpu-2026-12-05e/precond-same-sweeps-all.md``),
-        at 69.6 finest-grid stencil applications per cycle; the default stays 1, the cheapest.
+        at 69.6 finest-grid stencil applications per cycle. Five, with ``coarse_repeats=3``,
+        ``repeat_sweeps=False`` and ``interpolation="learned"``, meet it at contrast 1e5 as well:
+        4, 5, 5, 5, 4 against plain PCG-MG's 9, 9, 9, 9, 8, at 106.4 finest-grid stencil
+        applications per cycle (``benchmarks/measured/cpu-2026-12-05f/``). The default stays 1,
+        the cheapest.
     coarse_repeats : the smoothing of every level but the finest (sweeps and learned steps, and
         their adjoint) runs this many times per cycle (still SPD); 3 brings the V-cycle close to
         the two-grid cycle (``benchmarks/nmg_recursion.py``), at a cost (2 stages, 1024^2) of 49.6
